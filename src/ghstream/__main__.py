@@ -1,0 +1,3 @@
+from ghstream.cli import main
+
+main()

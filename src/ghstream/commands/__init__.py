@@ -1,0 +1,1 @@
+"""One module per ``ghstream`` command; each exposes ``register(app)``."""

@@ -1,0 +1,36 @@
+"""What every command shares: running a coroutine and reporting errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from ghstream.errors import EXIT_INTERRUPTED, GhstreamError
+from ghstream.logs import redact
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+stderr = Console(stderr=True, highlight=False)
+
+
+def report_error(exc: GhstreamError) -> typer.Exit:
+    """Print ``ErrorClass: message`` on stderr and return the matching exit."""
+    stderr.print(f"[bold red]{type(exc).__name__}[/]: {redact(str(exc))}")
+    return typer.Exit(code=exc.exit_code)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion, turning ghstream errors into exit codes."""
+    try:
+        return asyncio.run(coro)
+    except GhstreamError as exc:
+        raise report_error(exc) from exc
+    except KeyboardInterrupt:
+        stderr.print("Interrupted.")
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None

@@ -1,0 +1,77 @@
+"""Connection settings shared by the commands, from flags and ``GHSTREAM_*`` variables.
+
+Every option in this module can be set on the command line or in the
+environment; the flag wins. Defaults point at the local services that
+``make services`` starts on loopback.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_TOPIC = "github-events"
+DEFAULT_POSTGRES_DSN = "postgresql://ghstream:ghstream@127.0.0.1:5432/ghstream"
+DEFAULT_MONGO_URL = "mongodb://127.0.0.1:27017"
+DEFAULT_MONGO_DB = "ghstream"
+
+
+def dlq_topic(topic: str) -> str:
+    """The dead-letter topic that goes with ``topic``."""
+    return f"{topic}.dlq"
+
+
+# Option types reused by several commands, so each flag has one spelling,
+# one environment variable and one help text.
+BootstrapOpt = Annotated[
+    str,
+    typer.Option(
+        "--bootstrap-servers",
+        envvar="GHSTREAM_KAFKA_BOOTSTRAP",
+        help="Kafka brokers, comma-separated host:port.",
+        rich_help_panel="Connections",
+    ),
+]
+TopicOpt = Annotated[
+    str,
+    typer.Option(
+        "--topic",
+        envvar="GHSTREAM_TOPIC",
+        help="Kafka topic of the event stream; dead letters go to TOPIC.dlq.",
+        rich_help_panel="Connections",
+    ),
+]
+PostgresOpt = Annotated[
+    str,
+    typer.Option(
+        "--postgres-dsn",
+        envvar="GHSTREAM_POSTGRES_DSN",
+        help="PostgreSQL connection string.",
+        rich_help_panel="Connections",
+        show_default=False,
+    ),
+]
+MongoUrlOpt = Annotated[
+    str,
+    typer.Option(
+        "--mongo-url",
+        envvar="GHSTREAM_MONGO_URL",
+        help="MongoDB connection string.",
+        rich_help_panel="Connections",
+    ),
+]
+MongoDbOpt = Annotated[
+    str,
+    typer.Option(
+        "--mongo-db",
+        envvar="GHSTREAM_MONGO_DB",
+        help="MongoDB database name.",
+        rich_help_panel="Connections",
+    ),
+]
+JsonOpt = Annotated[
+    bool,
+    typer.Option("--json", help="Print machine-readable JSON on stdout instead of tables."),
+]

@@ -1,0 +1,67 @@
+"""Logging set-up shared by every command.
+
+Diagnostics go to stderr; tables and JSON go to stdout. Rich's handler is used
+only when stderr is a terminal, so piped logs stay plain text.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+_SECRET_PATTERNS = (
+    # user:password@ in URLs and DSNs
+    re.compile(r"(?<=://)([^:/@\s]+):([^@\s]+)@"),
+    # GitHub tokens of every documented prefix
+    re.compile(r"\b(gh[pousr]_[A-Za-z0-9_]{16,}|github_pat_[A-Za-z0-9_]{20,})\b"),
+    # Authorization headers
+    re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(token|bearer)\s+[^\s'\",]+"),
+)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with passwords in URLs and GitHub tokens replaced by ``***``."""
+    text = _SECRET_PATTERNS[0].sub(r"\1:***@", text)
+    text = _SECRET_PATTERNS[1].sub("***", text)
+    return _SECRET_PATTERNS[2].sub(r"\1\2 ***", text)
+
+
+class RedactingFilter(logging.Filter):
+    """Scrub secrets from every record before any handler formats it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def setup_logging(*, verbose: int = 0, quiet: bool = False) -> None:
+    """Configure the root logger once for a command run.
+
+    ``verbose`` 0 shows INFO from ghstream and WARNING from libraries, 1 shows
+    DEBUG from ghstream, 2 and more shows DEBUG from everything. ``quiet`` shows
+    only warnings and errors.
+    """
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    handler.addFilter(RedactingFilter())
+
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    logging.getLogger("ghstream").setLevel(level)
