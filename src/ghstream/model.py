@@ -1,0 +1,363 @@
+"""The core event model: one typed, immutable :class:`Event` per GitHub event.
+
+Every part of ghstream speaks this model. :func:`normalize` builds it from any
+shape GitHub and GH Archive have used:
+
+* 2015 to today, the Events API: ``id``, ``actor{}``, ``repo{}``, ``org{}``;
+* 2011 to early 2012, GH Archive's Events-API-like objects, with repositories
+  named ``/`` and ``null`` ids for events that are about no repository;
+* 2012 to 2014, the Timeline API: no ``id``, ``actor`` a login string with
+  ``actor_attributes``, ``repository{}`` instead of ``repo``, local-time offsets;
+* since 2025-10-07, trimmed payloads: a PushEvent with no commit counts, a pull
+  request with only ``id, number, url, base, head``.
+
+Unknown is never zero: a fact the payload does not carry is ``None``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+#: Prefix of ids ghstream derives for events that GitHub gave none (2012-2014).
+SYNTHETIC_ID_PREFIX = "h"
+
+RawEvent = dict[str, Any]
+
+
+class InvalidEvent(ValueError):
+    """The object is not a GitHub event: it lacks a type or a usable ``created_at``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One GitHub event in ghstream's normalized form.
+
+    Times are aware UTC datetimes. Counts and times that the payload does not
+    carry are ``None``, never zero.
+    """
+
+    id: str
+    """GitHub's event id, or ``h`` + a content hash for events without one."""
+    type: str
+    """``PushEvent``, ``PullRequestEvent``...; unknown types are kept as given."""
+    created_at: datetime
+    actor_login: str | None
+    actor_id: int | None
+    repo_name: str | None
+    """``owner/name``; ``None`` for events about no repository (follows, gists)."""
+    repo_id: int | None
+    org: str | None
+    action: str | None
+    """``payload.action`` (``opened``, ``closed``, ``started``...)."""
+    public: bool = True
+
+    # PushEvent
+    push_size: int | None = None
+    """Commits in the push as GitHub counted them (``payload.size``)."""
+    push_distinct_size: int | None = None
+    """Commits new to the repository (``payload.distinct_size``)."""
+    push_commits_listed: int | None = None
+    """Commits listed in the payload (capped at 20 by GitHub)."""
+
+    # IssuesEvent, PullRequestEvent, comments and reviews on them
+    number: int | None = None
+    """Issue or pull request number within the repository."""
+    is_pull_request: bool | None = None
+    """For issue comments: whether the issue is a pull request."""
+    item_created_at: datetime | None = None
+    item_closed_at: datetime | None = None
+    item_merged_at: datetime | None = None
+    merged: bool | None = None
+
+    # Other types
+    ref_type: str | None = None
+    """CreateEvent/DeleteEvent: ``branch``, ``tag`` or ``repository``."""
+    forkee: str | None = None
+    """ForkEvent: full name of the new fork."""
+    release_tag: str | None = None
+    review_state: str | None = None
+    """PullRequestReviewEvent: ``approved``, ``commented``, ``changes_requested``."""
+
+    @property
+    def synthetic_id(self) -> bool:
+        """Whether the id was derived by ghstream because GitHub gave none."""
+        return self.id.startswith(SYNTHETIC_ID_PREFIX)
+
+    @property
+    def actor_is_bot(self) -> bool:
+        """GitHub Apps act as ``name[bot]``."""
+        return self.actor_login is not None and self.actor_login.lower().endswith("[bot]")
+
+    @property
+    def repo_key(self) -> str | None:
+        """The repository's identity: its id when known (stable across renames), else its name."""
+        if self.repo_id is not None:
+            return str(self.repo_id)
+        return self.repo_name
+
+    @property
+    def commits(self) -> int | None:
+        """Known commits of a push: distinct count, else total, else listed; ``None`` if unknown."""
+        for count in (self.push_distinct_size, self.push_size, self.push_commits_listed):
+            if count is not None:
+                return count
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready mapping used on the wire; datetimes become ISO 8601 strings."""
+        out: dict[str, Any] = {}
+        for name in _FIELD_NAMES:
+            value = getattr(self, name)
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Event:
+        """Inverse of :meth:`to_dict`. Unknown keys are ignored (newer producers)."""
+        kwargs = {name: data.get(name) for name in _FIELD_NAMES if name in data}
+        for name in _DATETIME_FIELDS:
+            value = kwargs.get(name)
+            if value is not None:
+                kwargs[name] = datetime.fromisoformat(value)
+        return cls(**kwargs)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(Event))
+_DATETIME_FIELDS = ("created_at", "item_created_at", "item_closed_at", "item_merged_at")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An aware UTC datetime from GitHub's ISO 8601 strings (``Z`` or an offset)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        # 2012-era "2012/02/15 00:00:00 -0800" style stamps
+        try:
+            parsed = datetime.strptime(value, "%Y/%m/%d %H:%M:%S %z")
+        except ValueError:
+            return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def synthetic_id(raw: RawEvent) -> str:
+    """A deterministic id for an event GitHub gave none: a hash of its whole content.
+
+    Keys are sorted so the id does not depend on the order a file wrote them in;
+    the same event in two files (GH Archive has duplicates) gets the same id.
+    """
+    canonical = orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)
+    return SYNTHETIC_ID_PREFIX + hashlib.blake2b(canonical, digest_size=12).hexdigest()
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _actor(raw: RawEvent) -> tuple[str | None, int | None]:
+    actor = raw.get("actor")
+    if isinstance(actor, dict):
+        return _str(actor.get("login")), _int(actor.get("id"))
+    if isinstance(actor, str):  # Timeline era: login string, attributes beside it
+        attributes = raw.get("actor_attributes")
+        actor_id = _int(attributes.get("id")) if isinstance(attributes, dict) else None
+        return _str(actor), actor_id
+    return None, None
+
+
+def _repo(raw: RawEvent) -> tuple[str | None, int | None]:
+    repo = raw.get("repo")
+    if isinstance(repo, dict):
+        name = _str(repo.get("name"))
+        if name is None or name == "/" or "/" not in name.strip("/"):
+            name = None
+        repo_id = _int(repo.get("id"))
+        return name, repo_id
+    repository = raw.get("repository")
+    if isinstance(repository, dict):  # Timeline era: short name + owner
+        owner = repository.get("owner")
+        if isinstance(owner, dict):
+            owner = owner.get("login")
+        if not owner:  # organisation repositories sometimes carry an empty owner
+            owner = repository.get("organization")
+        short = _str(repository.get("name"))
+        name = f"{owner}/{short}" if isinstance(owner, str) and owner and short else None
+        if name is None and short and raw.get("type") != "ForkEvent":
+            name = _name_from_event_url(raw.get("url"), short)
+        full = _str(repository.get("full_name"))
+        return full or name, _int(repository.get("id"))
+    return None, None
+
+
+def _name_from_event_url(url: Any, short: str) -> str | None:
+    """``owner/name`` from a Timeline event's html url, when the owner field is empty.
+
+    The url points at the repository (or a page below it) for every type but
+    ForkEvent, whose url is the new fork.
+    """
+    if not isinstance(url, str) or not url.startswith("https://github.com/"):
+        return None
+    parts = url[len("https://github.com/") :].split("/")
+    if len(parts) >= 2 and parts[0] and parts[1] == short:
+        return f"{parts[0]}/{short}"
+    return None
+
+
+def _org(raw: RawEvent) -> str | None:
+    org = raw.get("org")
+    if isinstance(org, dict):
+        return _str(org.get("login"))
+    repository = raw.get("repository")
+    if isinstance(repository, dict):
+        organization = repository.get("organization")
+        if isinstance(organization, str):
+            return _str(organization)
+    return None
+
+
+def _push_facts(payload: dict[str, Any]) -> dict[str, Any]:
+    commits = payload.get("commits")
+    if not isinstance(commits, list):
+        commits = payload.get("shas")  # Timeline era
+    return {
+        "push_size": _int(payload.get("size")),
+        "push_distinct_size": _int(payload.get("distinct_size")),
+        "push_commits_listed": len(commits) if isinstance(commits, list) else None,
+    }
+
+
+def _item_times(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "item_created_at": parse_time(item.get("created_at")),
+        "item_closed_at": parse_time(item.get("closed_at")),
+        "item_merged_at": parse_time(item.get("merged_at")),
+    }
+
+
+def _pull_request_facts(payload: dict[str, Any]) -> dict[str, Any]:
+    pr = payload.get("pull_request")
+    pr = pr if isinstance(pr, dict) else {}
+    facts = _item_times(pr)
+    facts["number"] = _int(payload.get("number")) or _int(pr.get("number"))
+    merged = pr.get("merged")
+    if isinstance(merged, bool):
+        facts["merged"] = merged
+    elif facts["item_merged_at"] is not None:
+        facts["merged"] = True
+    elif "merged_at" in pr and facts["item_closed_at"] is not None:
+        facts["merged"] = False  # closed, and GitHub says it has no merge time
+    return facts
+
+
+def _issue_facts(payload: dict[str, Any]) -> dict[str, Any]:
+    issue = payload.get("issue")
+    if isinstance(issue, dict):
+        facts = _item_times(issue)
+        facts["number"] = _int(issue.get("number")) or _int(payload.get("number"))
+        facts["is_pull_request"] = bool(issue.get("pull_request"))
+        return facts
+    return {"number": _int(payload.get("number"))}  # Timeline era: issue is an id
+
+
+def _comment_facts(payload: dict[str, Any]) -> dict[str, Any]:
+    issue = payload.get("issue")
+    pr = payload.get("pull_request")
+    if isinstance(issue, dict):
+        return {
+            "number": _int(issue.get("number")),
+            "is_pull_request": bool(issue.get("pull_request")),
+        }
+    if isinstance(pr, dict):
+        return {"number": _int(pr.get("number")), "is_pull_request": True}
+    return {}
+
+
+def _type_facts(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+    if event_type == "PushEvent":
+        return _push_facts(payload)
+    if event_type == "PullRequestEvent":
+        return _pull_request_facts(payload)
+    if event_type == "IssuesEvent":
+        return _issue_facts(payload)
+    if event_type in ("IssueCommentEvent", "PullRequestReviewCommentEvent"):
+        return _comment_facts(payload)
+    if event_type == "PullRequestReviewEvent":
+        review = payload.get("review")
+        facts = _comment_facts(payload)
+        if isinstance(review, dict):
+            facts["review_state"] = _str(review.get("state"))
+        return facts
+    if event_type in ("CreateEvent", "DeleteEvent"):
+        return {"ref_type": _str(payload.get("ref_type"))}
+    if event_type == "ForkEvent":
+        forkee = payload.get("forkee")
+        if isinstance(forkee, dict):
+            name = _str(forkee.get("full_name"))
+            if name is None:
+                owner = forkee.get("owner")
+                login = owner.get("login") if isinstance(owner, dict) else None
+                short = _str(forkee.get("name"))
+                name = f"{login}/{short}" if login and short else None
+            return {"forkee": name}
+        return {}
+    if event_type == "ReleaseEvent":
+        release = payload.get("release")
+        if isinstance(release, dict):
+            return {"release_tag": _str(release.get("tag_name"))}
+    return {}
+
+
+def normalize(raw: RawEvent) -> Event:
+    """Build an :class:`Event` from one raw GitHub event object.
+
+    Raises :class:`InvalidEvent` when the object has no ``type`` or no
+    parseable ``created_at``; anything else missing becomes ``None``.
+    """
+    if not isinstance(raw, dict):
+        raise InvalidEvent(f"an event is a JSON object, not {type(raw).__name__}")
+    event_type = raw.get("type")
+    if not isinstance(event_type, str) or not event_type:
+        raise InvalidEvent("the event has no 'type'")
+    created_at = parse_time(raw.get("created_at"))
+    if created_at is None:
+        raise InvalidEvent(f"the event has no usable 'created_at': {raw.get('created_at')!r}")
+
+    raw_id = raw.get("id")
+    event_id = str(raw_id) if isinstance(raw_id, (str, int)) and raw_id != "" else None
+    actor_login, actor_id = _actor(raw)
+    repo_name, repo_id = _repo(raw)
+    payload = raw.get("payload")
+    payload = payload if isinstance(payload, dict) else {}
+    action = payload.get("action")
+
+    return Event(
+        id=event_id if event_id is not None else synthetic_id(raw),
+        type=event_type,
+        created_at=created_at,
+        actor_login=actor_login,
+        actor_id=actor_id,
+        repo_name=repo_name,
+        repo_id=repo_id,
+        org=_org(raw),
+        action=action if isinstance(action, str) else None,
+        public=raw.get("public") is not False,
+        **_type_facts(event_type, payload),
+    )
