@@ -16,7 +16,7 @@ redelivered event is a duplicate-key result (code 11000), counted and ignored.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -51,9 +51,13 @@ class MongoWriteResult:
     duplicates: int
 
 
-def event_document(event: Event, raw: RawEvent) -> dict[str, Any]:
-    """The MongoDB document of one event: normalized index fields plus the raw event."""
-    return {
+def event_document(event: Event, raw: RawEvent, *, raw_trimmed: bool = False) -> dict[str, Any]:
+    """The MongoDB document of one event: normalized index fields plus the raw event.
+
+    ``raw_trimmed`` marks a raw event whose largest fields the producer cut to fit
+    one Kafka message (see :func:`ghstream.wire.trim_raw`).
+    """
+    doc = {
         "_id": event.id,
         "type": event.type,
         "created_at": event.created_at,
@@ -62,6 +66,9 @@ def event_document(event: Event, raw: RawEvent) -> dict[str, Any]:
         "actor_login": event.actor_login,
         "raw": raw,
     }
+    if raw_trimmed:
+        doc["raw_trimmed"] = True
+    return doc
 
 
 def _unencodable_fallback(doc: dict[str, Any]) -> dict[str, Any]:
@@ -125,8 +132,15 @@ class MongoSink:
     ) -> None:
         await self._client.close()
 
-    async def write_batch(self, events: Sequence[tuple[Event, RawEvent]]) -> MongoWriteResult:
+    async def write_batch(
+        self,
+        events: Sequence[tuple[Event, RawEvent]],
+        *,
+        trimmed: Collection[str] = (),
+    ) -> MongoWriteResult:
         """Insert ``(event, raw)`` pairs; events already stored count as duplicates.
+
+        ``trimmed`` holds the ids of events whose raw object was trimmed upstream.
 
         Raises :class:`StoreUnavailable` if MongoDB cannot be reached (retry the
         same batch: what was written becomes duplicates), :class:`StoreError`
@@ -136,7 +150,8 @@ class MongoSink:
             return MongoWriteResult(0, 0)
         unique: dict[str, dict[str, Any]] = {}
         for event, raw in events:
-            unique.setdefault(event.id, event_document(event, raw))
+            if event.id not in unique:
+                unique[event.id] = event_document(event, raw, raw_trimmed=event.id in trimmed)
         docs = list(unique.values())
 
         try:
