@@ -92,6 +92,16 @@ def parse_instant(text: str, *, now: datetime, flag: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def parse_duration(text: str, *, flag: str) -> timedelta:
+    """A positive duration such as ``30s``, ``5m``, ``1h``, ``7d``, ``2w``."""
+    relative = _RELATIVE.match(text)
+    if relative is None or int(relative.group(1)) == 0:
+        raise ConfigError(
+            f"{flag} {text!r} is not a duration: give a number and a unit, like 30s, 5m, 1h or 1d."
+        )
+    return int(relative.group(1)) * _UNITS[relative.group(2).lower()]
+
+
 def resolve_window(
     since: str | None,
     until: str | None,

@@ -5,7 +5,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ghstream.errors import ConfigError
-from ghstream.timewindow import Window, floor_time, parse_instant, resolve_window
+from ghstream.timewindow import (
+    Window,
+    floor_time,
+    parse_duration,
+    parse_instant,
+    resolve_window,
+)
 
 NOW = datetime(2026, 5, 1, 10, 34, 56, tzinfo=UTC)
 
@@ -101,3 +107,17 @@ def test_floor_time_is_utc_whatever_the_input_offset() -> None:
     local = datetime.fromisoformat("2013-02-15T00:30:00-08:00")
 
     assert floor_time(local, timedelta(hours=1)) == datetime(2013, 2, 15, 8, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("30s", timedelta(seconds=30)), ("5m", timedelta(minutes=5)), ("1H", timedelta(hours=1))],
+)
+def test_parse_duration(text: str, expected: timedelta) -> None:
+    assert parse_duration(text, flag="--every") == expected
+
+
+@pytest.mark.parametrize("text", ["0m", "5", "five minutes", "-5m"])
+def test_parse_duration_rejects_with_the_flag_name(text: str) -> None:
+    with pytest.raises(ConfigError, match="--every"):
+        parse_duration(text, flag="--every")
