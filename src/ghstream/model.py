@@ -119,7 +119,7 @@ class Event:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
         """Inverse of :meth:`to_dict`. Unknown keys are ignored (newer producers)."""
-        kwargs = {name: data.get(name) for name in _FIELD_NAMES if name in data}
+        kwargs: dict[str, Any] = {name: data.get(name) for name in _FIELD_NAMES if name in data}
         for name in _DATETIME_FIELDS:
             value = kwargs.get(name)
             if value is not None:

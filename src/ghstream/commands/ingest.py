@@ -1,16 +1,336 @@
-"""`ghstream ingest`."""
+"""`ghstream ingest`: publish GitHub events to Kafka, live or from GH Archive."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import orjson
 import typer
+from rich.console import Console
+from rich.progress import Progress as RichProgress
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-from ghstream.commands._common import report_error
-from ghstream.errors import NotBuiltError
+from ghstream.commands._common import run_async, stderr
+from ghstream.config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, BootstrapOpt, JsonOpt, TopicOpt
+from ghstream.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, ConfigError
+from ghstream.ingest import (
+    DEFAULT_API_URL,
+    IngestOptions,
+    IngestSummary,
+    Progress,
+    run_ingest,
+)
+from ghstream.lifecycle import handle_signals
+
+_BACKFILL = "Backfill (--archive)"
+_LIVE = "Live (Events API)"
+_TOPIC = "Topic"
 
 
-def ingest() -> None:
-    """Publish GitHub events to Kafka: poll the Events API, or backfill GH Archive hours with --archive."""
-    raise report_error(NotBuiltError("`ghstream ingest` is not built yet."))
+def ingest(
+    archive: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--archive",
+            metavar="SOURCE",
+            help=(
+                "Backfill instead of polling. SOURCE is a .json.gz/.json file, a directory, "
+                "an http(s) URL, a GH Archive hour (2015-01-01-12) or a range of hours "
+                "(2015-01-01-0..2015-01-01-23). Repeatable."
+            ),
+            rich_help_panel=_BACKFILL,
+        ),
+    ] = None,
+    types: Annotated[
+        str | None,
+        typer.Option(
+            "--types",
+            metavar="TYPE,...",
+            help="Publish only these event types, e.g. PushEvent,PullRequestEvent.",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=0, help="Stop after publishing this many events."),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print one JSON envelope per event on stdout and touch no broker.",
+        ),
+    ] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1 if any line was bad, repaired, or a gzip file was truncated.",
+            rich_help_panel=_BACKFILL,
+        ),
+    ] = False,
+    repo: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--repo",
+            metavar="OWNER/NAME",
+            help="Poll this repository's events. Repeatable.",
+            rich_help_panel=_LIVE,
+        ),
+    ] = None,
+    org: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--org", help="Poll this organisation's events. Repeatable.", rich_help_panel=_LIVE
+        ),
+    ] = None,
+    user: Annotated[
+        list[str] | None,
+        typer.Option("--user", help="Poll this user's events. Repeatable.", rich_help_panel=_LIVE),
+    ] = None,
+    watch_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--watch-file",
+            help="File with one owner/name, org:NAME or user:LOGIN per line to poll.",
+            rich_help_panel=_LIVE,
+        ),
+    ] = None,
+    api_url: Annotated[
+        str,
+        typer.Option(
+            "--api-url",
+            envvar="GHSTREAM_GITHUB_API_URL",
+            help="GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).",
+            rich_help_panel=_LIVE,
+        ),
+    ] = DEFAULT_API_URL,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="File holding GitHub tokens (comma or line separated); default $GITHUB_TOKEN.",
+            rich_help_panel=_LIVE,
+        ),
+    ] = None,
+    min_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--min-interval",
+            min=0.0,
+            metavar="SECONDS",
+            help="Poll each feed at this interval instead of GitHub's X-Poll-Interval.",
+            rich_help_panel=_LIVE,
+        ),
+    ] = None,
+    once: Annotated[
+        bool,
+        typer.Option("--once", help="Poll every feed once, then exit.", rich_help_panel=_LIVE),
+    ] = False,
+    json_out: JsonOpt = False,
+    bootstrap: BootstrapOpt = DEFAULT_BOOTSTRAP,
+    topic: TopicOpt = DEFAULT_TOPIC,
+    partitions: Annotated[
+        int,
+        typer.Option(
+            "--partitions",
+            min=1,
+            help="Partitions of a topic created at start-up.",
+            rich_help_panel=_TOPIC,
+        ),
+    ] = 6,
+    replication_factor: Annotated[
+        int,
+        typer.Option(
+            "--replication-factor",
+            min=1,
+            help="Replicas of a topic created at start-up (3 on a 3-broker cluster).",
+            rich_help_panel=_TOPIC,
+        ),
+    ] = 1,
+) -> None:
+    """Publish GitHub events to Kafka: poll the Events API, or backfill GH Archive with --archive.
+
+    Each event goes to the topic (default github-events) as a versioned JSON
+    envelope holding the normalized event and the raw one, keyed by repository
+    so a repository's events stay in order. Lines that cannot be read go to
+    TOPIC.dlq with their file, line number and reason; nothing is dropped
+    silently. The summary counts only deliveries the brokers confirmed.
+
+    Examples:
+
+        ghstream ingest --archive 2015-01-01-0..2015-01-01-23
+
+        ghstream ingest --archive ./hours/ --types PushEvent --dry-run | head
+
+        ghstream ingest --repo python/cpython --org rust-lang
+
+    Exit status: 0 when events were published, 1 when nothing could be, when a
+    source failed, or when --strict saw a bad line; 3 when Kafka is unreachable;
+    130 when interrupted.
+    """
+    options = IngestOptions(
+        bootstrap=bootstrap,
+        topic=topic,
+        partitions=partitions,
+        replication_factor=replication_factor,
+        archive=tuple(archive or ()),
+        types=_parse_types(types),
+        limit=limit,
+        dry_run=dry_run,
+        strict=strict,
+        api_url=api_url,
+        repos=tuple(repo or ()),
+        orgs=tuple(org or ()),
+        users=tuple(user or ()),
+        watch_file=watch_file,
+        token_file=token_file,
+        min_interval_s=min_interval,
+        once=once,
+        json_status=json_out,
+    )
+    summary = run_async(_run(options, show_progress=stderr.is_terminal and not json_out))
+    if summary.output_closed:
+        # The reader of a dry run went away (`| head`): silence the final flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    _print_summary(summary, as_json=json_out)
+    raise typer.Exit(code=exit_code(summary, strict=strict))
+
+
+def _parse_types(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return ()
+    types = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not types:
+        raise ConfigError("--types needs at least one event type, e.g. PushEvent")
+    return types
+
+
+async def _run(options: IngestOptions, *, show_progress: bool) -> IngestSummary:
+    stop = asyncio.Event()
+    with handle_signals(stop):
+        if not show_progress or not options.archive:
+            return await run_ingest(options, stop)
+        with _ProgressDisplay(stderr) as display:
+            return await run_ingest(options, stop, on_progress=display.update)
+
+
+def exit_code(summary: IngestSummary, *, strict: bool) -> int:
+    """0 on success; 130 when interrupted; 1 when nothing was published, on errors, or strict."""
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    if summary.errors or summary.failed:
+        return EXIT_FAILURE
+    if strict and (summary.bad or summary.recovered or any(s.truncated for s in summary.sources)):
+        return EXIT_FAILURE
+    if summary.output_closed:
+        return EXIT_OK
+    return EXIT_OK if summary.published > 0 else EXIT_FAILURE
+
+
+class _ProgressDisplay:
+    """Events read, events/s and bad lines on stderr, refreshed after each batch."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = RichProgress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TextColumn("[bold]{task.fields[read]:,}[/] events"),
+            TextColumn("{task.fields[rate]:,.0f}/s"),
+            TextColumn("[red]{task.fields[bad]}[/] bad"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task = self._progress.add_task("starting", total=None, read=0, rate=0.0, bad=0)
+        self._started = time.monotonic()
+
+    def __enter__(self) -> _ProgressDisplay:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.stop()
+
+    def update(self, snapshot: Progress) -> None:
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        description = f"[{snapshot.source_index + 1}/{snapshot.source_count}] {snapshot.source}"
+        self._progress.update(
+            self._task,
+            description=description,
+            read=snapshot.read,
+            rate=snapshot.read / elapsed,
+            bad=snapshot.bad,
+        )
+
+
+def _print_summary(summary: IngestSummary, *, as_json: bool) -> None:
+    # In a dry run stdout carries the envelopes, so the summary goes to stderr.
+    to_stderr = summary.dry_run
+    if as_json:
+        data = orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2, default=str)
+        stream = sys.stderr if to_stderr else sys.stdout
+        stream.write(data.decode() + "\n")
+        stream.flush()
+        return
+    console = stderr if to_stderr else Console(highlight=False)
+    if summary.mode == "archive":
+        console.print(_sources_table(summary))
+    console.print(_totals_line(summary))
+    for error in summary.errors:
+        stderr.print(f"[bold red]error[/]: {error}")
+
+
+def _sources_table(summary: IngestSummary) -> Table:
+    table = Table(title="ghstream ingest", title_justify="left", show_edge=False)
+    for column in ("source", "lines", "events", "recovered", "bad", "filtered", "published"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    table.add_column("notes")
+    for item in summary.sources:
+        notes = list(item.notes)
+        if item.error:
+            notes.append(f"[red]{item.error}[/]")
+        table.add_row(
+            item.source,
+            f"{item.lines:,}",
+            f"{item.events:,}",
+            f"{item.recovered:,}",
+            f"{item.bad:,}",
+            f"{item.filtered:,}",
+            f"{item.published:,}",
+            "; ".join(notes),
+        )
+    return table
+
+
+def _totals_line(summary: IngestSummary) -> str:
+    verb = "printed" if summary.dry_run else "published"
+    parts = [
+        f"read {summary.read:,}",
+        f"{verb} {summary.published:,}",
+        f"recovered {summary.recovered:,}",
+        f"dead-lettered {summary.dead_lettered:,}",
+        f"skipped by filter {summary.filtered:,}",
+    ]
+    if summary.trimmed:
+        parts.append(f"trimmed {summary.trimmed:,}")
+    if summary.failed:
+        parts.append(f"[red]failed {summary.failed:,}[/]")
+    tail = f" in {summary.elapsed_s:.1f}s ({summary.events_per_s:,.0f} events/s)"
+    flags = [
+        flag
+        for flag, on in (
+            ("limit reached", summary.limit_reached),
+            ("[yellow]interrupted[/]", summary.interrupted),
+        )
+        if on
+    ]
+    return ", ".join(parts) + tail + (f" [{', '.join(flags)}]" if flags else "")
 
 
 def register(app: typer.Typer) -> None:

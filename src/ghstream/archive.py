@@ -1,0 +1,397 @@
+"""Reading GH Archive files: sources, gzip, lines, and the repair of bad lines.
+
+A *source* is a local ``.json.gz``/``.json`` file, a directory of them, an
+``http(s)`` URL, or a GH Archive hour (``2015-01-01-12``) or range of hours
+(``2015-01-01-0..2015-01-01-23``) fetched from https://data.gharchive.org/.
+:func:`resolve_sources` turns the user's strings into :class:`Source` objects,
+and :func:`read_source` streams one of them as batches of parsed events.
+
+Memory stays bounded whatever the file size: compressed bytes are read in
+chunks, inflated in bounded pieces, and split into lines incrementally.
+
+Bad input never aborts a file. Each line is parsed once with orjson; a line
+that fails goes through :mod:`ghstream.lines`, which repairs what it can
+(NUL padding, objects glued on one line, lone surrogate escapes, invalid
+UTF-8) and reports the rest as :class:`~ghstream.lines.BadLine`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zlib
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from ghstream.errors import ConfigError, SourceError
+from ghstream.lines import BadLine, LineParser, ParsedBatch, parse_document
+
+log = logging.getLogger(__name__)
+
+GHARCHIVE_URL = "https://data.gharchive.org"
+READ_CHUNK_BYTES = 1 << 20
+"""Compressed bytes read per step."""
+INFLATE_PIECE_BYTES = 8 << 20
+"""Most decompressed bytes produced per step, so a highly compressed chunk cannot balloon."""
+MAX_LINE_BYTES = 64 << 20
+"""A line longer than this is not an event; it is dead-lettered in part and skipped."""
+DOCUMENT_MAX_BYTES = 256 << 20
+"""Largest plain JSON document (array, API recording) read whole; NDJSON has no limit."""
+MAX_RANGE_HOURS = 24 * 366
+HTTP_RETRIES = 4
+
+_HOUR = re.compile(r"^(\d{4})-(\d{2})-(\d{2})-(\d{1,2})$")
+_ARCHIVE_SUFFIXES = (".json.gz", ".json", ".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One file to read: a local path or a URL."""
+
+    name: str
+    path: Path | None = None
+    url: str | None = None
+
+
+@dataclass(slots=True)
+class FileStats:
+    """What reading one source found. Counts are of lines unless named otherwise."""
+
+    source: str
+    lines: int = 0
+    events: int = 0
+    recovered: int = 0
+    """Lines that failed to parse as-is but were repaired (see :mod:`ghstream.lines`)."""
+    bad: int = 0
+    """Lines (or pieces of lines) that could not be turned into an event."""
+    blank: int = 0
+    bytes_read: int = 0
+    gzip_members: int = 0
+    truncated: bool = False
+    """The gzip stream ended mid-member; the lines read before the cut were kept."""
+    error: str | None = None
+    """Why reading stopped early (network, unreadable file); ``None`` when read to the end."""
+    notes: list[str] = field(default_factory=list)
+
+
+# -- sources ---------------------------------------------------------------------------------
+
+
+def resolve_sources(specs: Sequence[str]) -> list[Source]:
+    """Expand the ``--archive`` strings into files to read, in the order given.
+
+    Raises :class:`ConfigError` for a string that is none of the accepted forms.
+    """
+    sources: list[Source] = []
+    for spec in specs:
+        sources.extend(_resolve_one(spec.strip()))
+    return sources
+
+
+def _resolve_one(spec: str) -> list[Source]:
+    if spec.startswith(("http://", "https://")):
+        return [Source(name=spec, url=spec)]
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_archive_name(p.name))
+        if not files:
+            raise ConfigError(f"--archive {spec}: the directory holds no .json or .json.gz file")
+        return [Source(name=str(p), path=p) for p in files]
+    if path.is_file():
+        return [Source(name=str(path), path=path)]
+
+    if ".." in spec:
+        start, _, end = spec.partition("..")
+        return [_hour_source(hour) for hour in _hour_range(spec, start, end)]
+    if _HOUR.match(spec):
+        return [_hour_source(_parse_hour(spec, spec))]
+    raise ConfigError(
+        f"--archive {spec}: not a file, a directory, an http(s) URL, a GH Archive hour "
+        "like 2015-01-01-12 or a range like 2015-01-01-0..2015-01-01-23"
+    )
+
+
+def _is_archive_name(name: str) -> bool:
+    return name.endswith(_ARCHIVE_SUFFIXES) and not name.endswith("headers.json")
+
+
+def _parse_hour(spec: str, text: str) -> datetime:
+    match = _HOUR.match(text.strip())
+    if not match:
+        raise ConfigError(f"--archive {spec}: {text!r} is not an hour like 2015-01-01-12")
+    year, month, day, hour = (int(part) for part in match.groups())
+    try:
+        return datetime(year, month, day, hour)
+    except ValueError as exc:
+        raise ConfigError(f"--archive {spec}: {text!r} is not a valid hour ({exc})") from exc
+
+
+def _hour_range(spec: str, start_text: str, end_text: str) -> Iterator[datetime]:
+    start, end = _parse_hour(spec, start_text), _parse_hour(spec, end_text)
+    if end < start:
+        raise ConfigError(f"--archive {spec}: the range ends before it starts")
+    hours = int((end - start) / timedelta(hours=1)) + 1
+    if hours > MAX_RANGE_HOURS:
+        raise ConfigError(f"--archive {spec}: {hours} hours is more than {MAX_RANGE_HOURS}")
+    for step in range(hours):
+        yield start + timedelta(hours=step)
+
+
+def _hour_source(hour: datetime) -> Source:
+    # GH Archive names hours without zero-padding: 2015-01-01-1.json.gz
+    name = f"{hour:%Y-%m-%d}-{hour.hour}"
+    return Source(name=name, url=f"{GHARCHIVE_URL}/{name}.json.gz")
+
+
+# -- bytes -----------------------------------------------------------------------------------
+
+
+async def _local_chunks(path: Path, stats: FileStats) -> AsyncIterator[bytes]:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise SourceError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    with handle:
+        while chunk := handle.read(READ_CHUNK_BYTES):
+            stats.bytes_read += len(chunk)
+            yield chunk
+
+
+async def _http_chunks(
+    client: httpx.AsyncClient, url: str, stats: FileStats
+) -> AsyncIterator[bytes]:
+    """Stream ``url``; a connection lost midway resumes with a Range request."""
+    received = 0
+    attempt = 0
+    while True:
+        headers = {"Range": f"bytes={received}-"} if received else {}
+        try:
+            async with client.stream("GET", url, headers=headers) as response:
+                _check_response(url, response, resumed=bool(received))
+                async for chunk in response.aiter_raw(READ_CHUNK_BYTES):
+                    received += len(chunk)
+                    stats.bytes_read += len(chunk)
+                    attempt = 0
+                    yield chunk
+                return
+        except httpx.TransportError as exc:
+            attempt += 1
+            if attempt > HTTP_RETRIES:
+                raise SourceError(f"{url}: {type(exc).__name__}: {exc}") from exc
+            log.warning(
+                "download interrupted url=%s received=%d retry=%d/%d: %s",
+                url, received, attempt, HTTP_RETRIES, exc,
+            )  # fmt: skip
+
+
+def _check_response(url: str, response: httpx.Response, *, resumed: bool) -> None:
+    if response.status_code == 404:
+        raise SourceError(f"{url}: not found (GH Archive has no file for that hour)")
+    if resumed and response.status_code != 206:
+        raise SourceError(
+            f"{url}: the server cannot resume a download (HTTP {response.status_code})"
+        )
+    if response.status_code >= 400:
+        raise SourceError(f"{url}: HTTP {response.status_code} {response.reason_phrase}")
+
+
+class Inflater:
+    """Gunzip a stream chunk by chunk: concatenated members, truncation, bounded output.
+
+    ``gzip.open`` raises on a truncated file and loses what it read; this keeps
+    every complete line and sets :attr:`truncated` instead.
+    """
+
+    def __init__(self) -> None:
+        self._inflate = zlib.decompressobj(wbits=31)
+        self._member_bytes = 0
+        self.members = 0
+        self.truncated = False
+        self.trailing_garbage = 0
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """Yield the decompressed bytes of ``data``, at most :data:`INFLATE_PIECE_BYTES` each."""
+        while data:
+            if self.trailing_garbage:
+                self.trailing_garbage += len(data)
+                return
+            if self._member_bytes == 0 and not data.strip(b"\x00"):
+                return  # zero padding between or after members, as gzip(1) ignores
+            try:
+                piece = self._inflate.decompress(data, INFLATE_PIECE_BYTES)
+            except zlib.error as exc:
+                log.warning("gzip data is corrupt after %d members: %s", self.members, exc)
+                self.trailing_garbage = len(data)
+                return
+            self._member_bytes += len(data) - len(self._inflate.unconsumed_tail)
+            if piece:
+                yield piece
+            if self._inflate.eof:
+                self.members += 1
+                data = self._inflate.unused_data
+                self._inflate = zlib.decompressobj(wbits=31)
+                self._member_bytes = 0
+            else:
+                data = self._inflate.unconsumed_tail
+
+    def finish(self) -> bytes:
+        """The bytes left in a member the stream cut short; sets :attr:`truncated`."""
+        if self._member_bytes == 0 or self.trailing_garbage:
+            return b""
+        self.truncated = True
+        try:
+            return self._inflate.flush()
+        except zlib.error:
+            return b""
+
+
+class LineSplitter:
+    """Split a byte stream into lines without holding more than one partial line."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+        self._skipping = False
+        self.overlong: list[bytes] = []
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """The complete lines in ``data`` (plus what earlier calls left over)."""
+        if self._rest:
+            data = self._rest + data
+        lines = data.split(b"\n")
+        self._rest = lines.pop()
+        if self._skipping and lines:
+            lines.pop(0)  # the end of an overlong line
+            self._skipping = False
+        if len(self._rest) > MAX_LINE_BYTES:
+            if not self._skipping:
+                self.overlong.append(self._rest[:4096])
+            self._rest = b""
+            self._skipping = True
+        return lines
+
+    def finish(self) -> list[bytes]:
+        """The last line when the stream does not end with a newline."""
+        rest, self._rest = self._rest, b""
+        return [rest] if rest and not self._skipping else []
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+async def read_source(
+    source: Source, stats: FileStats, *, client: httpx.AsyncClient | None = None
+) -> AsyncGenerator[ParsedBatch, None]:
+    """Stream ``source`` as batches of events and bad lines, updating ``stats`` as it goes.
+
+    Raises :class:`SourceError` when the source cannot be opened or a download
+    fails for good; whatever was yielded before that stays valid.
+    """
+    if source.path is not None and _is_document(source.path):
+        document = _read_document(source.path, stats)
+        if document is not None:
+            yield document
+            return
+        stats.bytes_read = 0  # not one document after all: read it again as lines
+
+    if source.url is not None:
+        if client is None:
+            raise SourceError(f"{source.name}: reading a URL needs an HTTP client")
+        chunks = _http_chunks(client, source.url, stats)
+    else:
+        assert source.path is not None
+        chunks = _local_chunks(source.path, stats)
+
+    async for batch in _parse_stream(chunks, stats):
+        yield batch
+
+
+async def _parse_stream(
+    chunks: AsyncIterator[bytes], stats: FileStats
+) -> AsyncIterator[ParsedBatch]:
+    parser = LineParser(stats)
+    splitter = LineSplitter()
+    inflater: Inflater | None = None
+    first = True
+    async for chunk in chunks:
+        if first:
+            first = False
+            inflater = Inflater() if chunk.startswith(_GZIP_MAGIC) else None
+        pieces: Iterable[bytes] = inflater.feed(chunk) if inflater else (chunk,)
+        for piece in pieces:
+            yield parser.parse(splitter.feed(piece))
+            if splitter.overlong:
+                yield _overlong(splitter, stats)
+
+    tail = splitter.finish() if inflater is None else splitter.feed(inflater.finish())
+    if inflater is not None:
+        tail += splitter.finish()
+        _record_gzip(inflater, stats)
+    yield parser.parse(tail)
+    if splitter.overlong:
+        yield _overlong(splitter, stats)
+
+
+def _overlong(splitter: LineSplitter, stats: FileStats) -> ParsedBatch:
+    batch = ParsedBatch()
+    reason = f"line longer than {MAX_LINE_BYTES} bytes (first 4096 bytes kept)"
+    for prefix in splitter.overlong:
+        stats.lines += 1
+        stats.bad += 1
+        batch.bad.append(BadLine(stats.lines, reason, prefix))
+    splitter.overlong.clear()
+    return batch
+
+
+def _record_gzip(inflater: Inflater, stats: FileStats) -> None:
+    stats.gzip_members = inflater.members + (1 if inflater.truncated else 0)
+    stats.truncated = inflater.truncated
+    if inflater.truncated:
+        stats.notes.append("gzip stream truncated: the lines before the cut were kept")
+        log.warning(
+            "%s: gzip stream is truncated; kept the lines read before the cut", stats.source
+        )
+    if inflater.trailing_garbage:
+        stats.notes.append(
+            f"{inflater.trailing_garbage} bytes of non-gzip data after the last member"
+        )
+
+
+def _is_document(path: Path) -> bool:
+    """Whether a plain (not gzip) file is one JSON document rather than NDJSON.
+
+    A file whose first character is ``[``, or whose first line alone does not
+    parse (a pretty-printed object), is read whole by :func:`parse_document`.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(READ_CHUNK_BYTES)
+    except OSError as exc:
+        raise SourceError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    if head.startswith(_GZIP_MAGIC):
+        return False
+    stripped = head.lstrip(b"\x00 \t\r\n\xef\xbb\xbf")
+    if stripped.startswith(b"["):
+        return True
+    first_line, newline, _ = stripped.partition(b"\n")
+    first_line = first_line.strip()
+    if not newline:
+        return False  # one long line: NDJSON
+    return first_line == b"{" or (first_line.startswith(b"{") and not first_line.endswith(b"}"))
+
+
+def _read_document(path: Path, stats: FileStats) -> ParsedBatch | None:
+    size = path.stat().st_size
+    if size > DOCUMENT_MAX_BYTES:
+        raise SourceError(
+            f"{path}: a {size}-byte JSON document is too large to read whole; "
+            "convert it to one event per line (NDJSON)"
+        )
+    data = path.read_bytes()
+    stats.bytes_read = len(data)
+    return parse_document(data, stats)
