@@ -17,6 +17,7 @@ Unknown is never zero: a fact the payload does not carry is ``None``.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -287,7 +288,20 @@ def _comment_facts(payload: dict[str, Any]) -> dict[str, Any]:
         }
     if isinstance(pr, dict):
         return {"number": _int(pr.get("number")), "is_pull_request": True}
+    comment = payload.get("comment")
+    if isinstance(comment, dict):  # 2012-2013 review comments name their pull request by URL
+        url = comment.get("pull_request_url")
+        links = comment.get("_links")
+        if not isinstance(url, str) and isinstance(links, dict):
+            link = links.get("pull_request")
+            url = link.get("href") if isinstance(link, dict) else None
+        match = _PULL_API_URL.search(url) if isinstance(url, str) else None
+        if match:
+            return {"number": int(match.group(1)), "is_pull_request": True}
     return {}
+
+
+_PULL_API_URL = re.compile(r"/pulls/(\d+)$")
 
 
 def _type_facts(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -325,6 +339,36 @@ def _type_facts(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+_TIMELINE_ITEM_URL = re.compile(r"^https://github\.com/[^/]+/[^/]+/(issues|pull)/(\d+)")
+_TIMELINE_REPO_URL = re.compile(r"^https://github\.com/([^/#?]+/[^/#?]+)/?$")
+
+
+def _timeline_url_facts(raw: RawEvent, event_type: str, facts: dict[str, Any]) -> dict[str, Any]:
+    """Facts a Timeline-era (2012-2014) payload leaves out but the event's html ``url`` holds.
+
+    Comments carry only ``issue_id``/``comment_id``; the url ends in
+    ``/issues/N#issuecomment-...`` or ``/pull/N#discussion_...``. A ForkEvent's
+    payload is ``{}`` and its url is the new fork.
+    """
+    url = raw.get("url")
+    if not isinstance(url, str):
+        return facts
+    if event_type in _COMMENT_TYPES and facts.get("number") is None:
+        match = _TIMELINE_ITEM_URL.match(url)
+        if match:
+            facts = {**facts, "number": int(match.group(2))}
+            if match.group(1) == "pull":
+                facts["is_pull_request"] = True
+    elif event_type == "ForkEvent" and facts.get("forkee") is None:
+        match = _TIMELINE_REPO_URL.match(url)
+        if match:
+            facts = {**facts, "forkee": match.group(1)}
+    return facts
+
+
+_COMMENT_TYPES = ("IssueCommentEvent", "PullRequestReviewCommentEvent")
+
+
 def normalize(raw: RawEvent) -> Event:
     """Build an :class:`Event` from one raw GitHub event object.
 
@@ -347,6 +391,9 @@ def normalize(raw: RawEvent) -> Event:
     payload = raw.get("payload")
     payload = payload if isinstance(payload, dict) else {}
     action = payload.get("action")
+    facts = _type_facts(event_type, payload)
+    if "repository" in raw:
+        facts = _timeline_url_facts(raw, event_type, facts)
 
     return Event(
         id=event_id if event_id is not None else synthetic_id(raw),
@@ -359,5 +406,5 @@ def normalize(raw: RawEvent) -> Event:
         org=_org(raw),
         action=action if isinstance(action, str) else None,
         public=raw.get("public") is not False,
-        **_type_facts(event_type, payload),
+        **facts,
     )
