@@ -24,6 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
+import asyncpg
+
+from ghstream.errors import StartupError
+from ghstream.logs import redact
 from ghstream.resolution import RESOLVED
 from ghstream.timewindow import Granularity, Window
 
@@ -62,7 +66,7 @@ class Coverage:
     newest_event: datetime | None
     """``created_at`` of the newest stored event, whatever the window."""
     events: int
-    """Events the view counted in the range."""
+    """Events the view counted in the range (resolution: items closed in the range)."""
     pushes_unknown: int | None = None
     """Of those, PushEvents whose payload carries no commit count (``None``: not applicable)."""
     undetermined_items: int | None = None
@@ -172,6 +176,30 @@ class ResolutionRow:
 
 
 # --- shared pieces ---------------------------------------------------------
+
+#: Errors that mean PostgreSQL cannot be reached or refuses the connection.
+CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError)
+
+
+async def connect(dsn: str, *, application_name: str, timeout_s: float = 10.0) -> Any:
+    """An asyncpg connection whose session time zone is UTC.
+
+    Raises :class:`~ghstream.errors.StartupError` naming ``--postgres-dsn`` and
+    ``GHSTREAM_POSTGRES_DSN`` (with the password redacted) when it cannot connect.
+    """
+    try:
+        return await asyncpg.connect(
+            dsn,
+            timeout=timeout_s,
+            server_settings={"timezone": "UTC", "application_name": application_name},
+        )
+    except CONNECT_ERRORS as exc:
+        raise StartupError(
+            f"cannot connect to PostgreSQL at {redact(dsn)}: {type(exc).__name__}: "
+            f"{redact(str(exc))}. Start it (make services) or point --postgres-dsn / "
+            "GHSTREAM_POSTGRES_DSN at a running server."
+        ) from exc
+
 
 _CONTRIBUTION = (
     "(type IN ('PushEvent', 'PullRequestReviewEvent', 'PullRequestReviewCommentEvent',"
