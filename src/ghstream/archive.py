@@ -174,7 +174,7 @@ async def _http_chunks(
         try:
             async with client.stream("GET", url, headers=headers) as response:
                 _check_response(url, response, resumed=bool(received))
-                async for chunk in response.aiter_raw(READ_CHUNK_BYTES):
+                async for chunk in response.aiter_raw():
                     received += len(chunk)
                     stats.bytes_read += len(chunk)
                     attempt = 0
@@ -317,10 +317,14 @@ async def _parse_stream(
     parser = LineParser(stats)
     splitter = LineSplitter()
     inflater: Inflater | None = None
-    first = True
+    head: bytes | None = b""
     async for chunk in chunks:
-        if first:
-            first = False
+        if head is not None:
+            # Decide gzip or not on the first two bytes, however the stream is chunked.
+            head += chunk
+            if len(head) < len(_GZIP_MAGIC):
+                continue
+            chunk, head = head, None
             inflater = Inflater() if chunk.startswith(_GZIP_MAGIC) else None
         pieces: Iterable[bytes] = inflater.feed(chunk) if inflater else (chunk,)
         for piece in pieces:
@@ -328,6 +332,8 @@ async def _parse_stream(
             if splitter.overlong:
                 yield _overlong(splitter, stats)
 
+    if head:  # a file of a single byte
+        yield parser.parse(splitter.feed(head))
     tail = splitter.finish() if inflater is None else splitter.feed(inflater.finish())
     if inflater is not None:
         tail += splitter.finish()

@@ -10,7 +10,9 @@ the slow path, which repairs, in this order:
 * lone surrogate escapes such as ``"\\ud800"`` (legal JSON grammar, but not
   text; orjson refuses them) are parsed with the standard library and replaced
   by U+FFFD, in the raw event as well as in the normalized fields;
-* integers beyond 64 bits become strings, NaN/Infinity become ``null``;
+* integers beyond 64 bits become strings, NaN/Infinity become ``null`` (on the
+  fast path orjson reads such an integer as a float, but the raw line is kept
+  byte for byte, so the digits reach Kafka unchanged);
 * two or more objects glued on one line (``}{``) are split and each kept.
 
 A repaired line counts as *recovered*, and its raw event is re-serialized from
