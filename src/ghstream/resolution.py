@@ -4,11 +4,13 @@ An item is identified by its repository (``repo_key``), its number and its
 kind (``issue`` for IssuesEvents, ``pull_request`` for PullRequestEvents).
 Its events are replayed in time order:
 
-* ``opened`` marks it open; the first one gives the open time;
+* ``opened`` gives the open time (the first one counts; it never undoes a close);
 * ``reopened`` marks it open again and forgets the earlier close;
 * ``closed`` marks it closed at the ``closed_at`` its payload carries (else
   the event's time), merged or not as the payload says.
 
+Events of the same second are taken in the order opened, reopened, others,
+closed (then by id): an item opened and closed within a second is closed.
 Other actions (``edited``, ``labeled``...) change no state. The start is the
 item's own ``created_at`` when any of its payloads carries it (so a close
 event alone is enough), else the time of its first ``opened`` event. A closed
@@ -39,6 +41,8 @@ class Outcome(StrEnum):
     """A pull request closed without being merged."""
     UNDETERMINED = "undetermined"
 
+
+_ACTION_ORDER = {"opened": 0, "reopened": 1, "closed": 3}
 
 #: Outcomes whose durations the statistics use.
 RESOLVED = (Outcome.ISSUE, Outcome.PR_MERGED, Outcome.PR_UNMERGED)
@@ -71,7 +75,9 @@ class Resolution:
 
 def resolve(kind: ItemKind, events: Iterable[ItemEvent]) -> Resolution:
     """Replay ``events`` of one item (any order) and say how and when it was resolved."""
-    ordered = sorted(events, key=lambda e: (e.created_at, e.event_id))
+    ordered = sorted(
+        events, key=lambda e: (e.created_at, _ACTION_ORDER.get(e.action or "", 2), e.event_id)
+    )
     first_open: datetime | None = None
     own_created: datetime | None = None
     closed_at: datetime | None = None
@@ -83,7 +89,6 @@ def resolve(kind: ItemKind, events: Iterable[ItemEvent]) -> Resolution:
             own_created = min(own_created or event.item_created_at, event.item_created_at)
         if event.action == "opened":
             first_open = first_open or event.created_at
-            is_closed = False
         elif event.action == "reopened":
             is_closed, closed_at, merged = False, None, None
         elif event.action == "closed":

@@ -108,3 +108,23 @@ def test_open_only_is_open() -> None:
 
     assert result.outcome is Outcome.OPEN
     assert result.closed_at is None
+
+
+def test_opened_and_closed_in_the_same_second_is_closed() -> None:
+    """2013 data has such pairs; the id order must not decide (it is a content hash there)."""
+    events = [ItemEvent("a", at(0), "closed"), ItemEvent("b", at(0), "opened")]
+
+    result = resolve("issue", events)
+
+    assert result.outcome is Outcome.ISSUE
+    assert result.seconds == 0
+
+
+def test_a_second_opened_does_not_undo_a_close() -> None:
+    events = [
+        ItemEvent("1", at(0), "opened"),
+        ItemEvent("2", at(5), "closed"),
+        ItemEvent("3", at(9), "opened"),
+    ]
+
+    assert resolve("issue", events).outcome is Outcome.ISSUE
