@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from ghstream import __version__
-from ghstream.commands import aggregate, consume, ingest, run, top
+from ghstream.commands import aggregate, consume, dashboard, ingest, run, top
 from ghstream.logs import setup_logging
 
 app = typer.Typer(
@@ -48,7 +48,7 @@ def _root(
     setup_logging(verbose=verbose, quiet=quiet)
 
 
-for module in (ingest, consume, run, aggregate, top):
+for module in (ingest, consume, run, aggregate, top, dashboard):
     module.register(app)
 
 

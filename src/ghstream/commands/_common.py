@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ghstream.errors import EXIT_INTERRUPTED, GhstreamError
 from ghstream.logs import redact
@@ -21,7 +22,8 @@ stderr = Console(stderr=True, highlight=False)
 
 def report_error(exc: GhstreamError) -> typer.Exit:
     """Print ``ErrorClass: message`` on stderr and return the matching exit."""
-    stderr.print(f"[bold red]{type(exc).__name__}[/]: {redact(str(exc))}")
+    # Escaped: a message quoting `ghstream[dashboard]` or a `[bot]` login is text, not markup.
+    stderr.print(f"[bold red]{type(exc).__name__}[/]: {escape(redact(str(exc)))}")
     return typer.Exit(code=exc.exit_code)
 
 
