@@ -33,7 +33,7 @@ from ghstream.lines import BadLine, LineParser, ParsedBatch, parse_document
 log = logging.getLogger(__name__)
 
 GHARCHIVE_URL = "https://data.gharchive.org"
-READ_CHUNK_BYTES = 1 << 20
+READ_CHUNK_BYTES = 1048576
 """Compressed bytes read per step."""
 INFLATE_PIECE_BYTES = 8 << 20
 """Most decompressed bytes produced per step, so a highly compressed chunk cannot balloon."""

@@ -344,6 +344,9 @@ class _Pipeline:
                     self._report(index, source, stats)
                     if self.done():
                         break
+                    # Parsing never awaits: give the producer's sender a turn
+                    # between batches, or it stalls until the file is read.
+                    await asyncio.sleep(0)
         except SourceError as exc:
             stats.error = str(exc)
             self.summary.errors.append(str(exc))
