@@ -157,8 +157,11 @@ class TokenSlot:
         """Monotonic time before which a rate-limit reply told us not to ask."""
         self.limited_streak = 0
         """Rate-limit replies in a row without a hint, for the exponential wait."""
-        self.tat: float = 0.0
-        """Theoretical arrival time of the next request under even pacing (GCRA)."""
+        self.level: float = 0.0
+        """Requests that may go out at once (a token bucket holding at most a burst)."""
+        self.level_at: float = 0.0
+        self.refill_per_s: float = 0.0
+        """Remaining budget over the time to reset: the pace that makes it last."""
 
     @property
     def label(self) -> str:
@@ -179,12 +182,12 @@ class RatePacer:
     """Spreads each token's remaining budget evenly over the time left until its reset.
 
     Before each request the poller asks :meth:`choose` which token to use and
-    how long to wait first. With ``R`` requests left and ``T`` seconds to the
-    reset, requests are spaced ``T / R`` apart (a small burst is allowed so one
-    poll can fetch the whole 300-event window), which makes the budget last
-    until the reset. A token whose budget is spent is not used again before
-    its reset, so the budget is never exceeded. Replies that cost nothing
-    (304) do not move the schedule.
+    how long to wait first. Each token has a small bucket of requests (enough
+    for one poll to fetch the 300-event window at once) that refills at
+    ``remaining / seconds-to-reset``, recomputed from every reply, so the
+    budget lasts until the reset whatever the bursts. A token whose budget is
+    spent is not used again before its reset, so the budget is never
+    exceeded. Replies that cost nothing (304) take nothing from the bucket.
     """
 
     def __init__(self, tokens: tuple[str, ...]) -> None:
@@ -204,9 +207,10 @@ class RatePacer:
             return wait
         if slot.remaining <= 0:
             return max(wait, slot.reset_at + RESET_MARGIN_S - now)
-        spacing = self._spacing(slot, now)
-        tolerance = spacing * (min(BURST_REQUESTS, slot.remaining) - 1)
-        return max(wait, slot.tat - tolerance - now)
+        level = self._level(slot, now)
+        if level >= 1.0 or slot.refill_per_s <= 0:
+            return wait
+        return max(wait, (1.0 - level) / slot.refill_per_s)
 
     def choose(self, now: float) -> tuple[TokenSlot, float]:
         """The token to use next, taken in turn, and how long to wait before using it.
@@ -221,13 +225,18 @@ class RatePacer:
         return best, self.delay_s(best, now)
 
     def record(self, slot: TokenSlot, sent_at: float, rate: RateLimit | None, spent: bool) -> None:
-        """Account for a reply: update the budget, and move the schedule if it cost a request."""
+        """Account for a reply to a request sent at ``sent_at`` (monotonic)."""
+        known = slot.remaining is not None and sent_at < slot.reset_at
+        level = self._level(slot, sent_at) if known else float(BURST_REQUESTS)
         if rate is not None:
             slot.remaining = rate.remaining
             slot.limit = rate.limit
             slot.reset_at = sent_at + rate.reset_in_s
-        if spent and slot.remaining is not None and slot.remaining > 0:
-            slot.tat = max(slot.tat, sent_at) + self._spacing(slot, sent_at)
+        if spent:
+            level -= 1.0
+        slot.level, slot.level_at = level, sent_at
+        if slot.remaining is not None and slot.remaining > 0:
+            slot.refill_per_s = slot.remaining / max(slot.reset_at - sent_at, 1e-3)
 
     def block(self, slot: TokenSlot, until: float) -> None:
         """Do not use ``slot`` before ``until`` (monotonic), after a rate-limit reply."""
@@ -239,6 +248,7 @@ class RatePacer:
         return sum(known) if known else None
 
     @staticmethod
-    def _spacing(slot: TokenSlot, now: float) -> float:
-        remaining = slot.remaining if slot.remaining and slot.remaining > 0 else 1
-        return max(0.0, slot.reset_at - now) / remaining
+    def _level(slot: TokenSlot, now: float) -> float:
+        capacity = float(min(BURST_REQUESTS, max(slot.remaining or 0, 1)))
+        refilled = slot.level + slot.refill_per_s * max(0.0, now - slot.level_at)
+        return min(capacity, refilled)
