@@ -330,7 +330,7 @@ def _totals_line(summary: IngestSummary) -> str:
         )
         if on
     ]
-    return ", ".join(parts) + tail + (f" [{', '.join(flags)}]" if flags else "")
+    return ", ".join(parts) + tail + (f" ({', '.join(flags)})" if flags else "")
 
 
 def register(app: typer.Typer) -> None:
