@@ -235,7 +235,7 @@ class EventsPoller:
 
         first = True
         while url is not None:
-            result = await self._request(feed, url, etag if first else None)
+            result = await self._request(feed, url, etag if first else None, next_page=not first)
             if result is None:
                 self._poll_failed(feed)
                 return
@@ -390,12 +390,12 @@ class EventsPoller:
     # -- one request -------------------------------------------------------------------------
 
     async def _request(
-        self, feed: FeedState, url: str, etag: str | None
+        self, feed: FeedState, url: str, etag: str | None, *, next_page: bool
     ) -> tuple[Reply, float] | None:
         """GET with pacing, rate-limit waits and retries; ``None`` when stopped or given up."""
         attempt = 0
         while not self._stop.is_set():
-            slot, delay = self._pacer.choose(self._clock.monotonic())
+            slot, delay = self._pacer.choose(self._clock.monotonic(), next_page=next_page)
             if delay > 0:
                 if delay > 5:
                     log.debug("%s: pacing: waiting %.1f s for %s", feed.path, delay, slot.label)

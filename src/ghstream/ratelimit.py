@@ -27,7 +27,7 @@ import httpx
 MIN_LIMITED_WAIT_S = 60.0
 #: Never wait longer than this for one limited reply without a server hint.
 MAX_LIMITED_WAIT_S = 3600.0
-#: Pages one poll may fetch at once without being spread out (the 300-event window).
+#: Requests a token may send at once before pacing spreads them out.
 BURST_REQUESTS = 3
 #: Added to a reset time, so the first request of the new window is not early.
 RESET_MARGIN_S = 1.0
@@ -182,12 +182,14 @@ class RatePacer:
     """Spreads each token's remaining budget evenly over the time left until its reset.
 
     Before each request the poller asks :meth:`choose` which token to use and
-    how long to wait first. Each token has a small bucket of requests (enough
-    for one poll to fetch the 300-event window at once) that refills at
-    ``remaining / seconds-to-reset``, recomputed from every reply, so the
-    budget lasts until the reset whatever the bursts. A token whose budget is
-    spent is not used again before its reset, so the budget is never
-    exceeded. Replies that cost nothing (304) take nothing from the bucket.
+    how long to wait first. Each token has a small bucket of requests that
+    refills at ``remaining / seconds-to-reset``, recomputed from every reply, so
+    the budget lasts until the reset. The later pages of a poll are not held
+    back (the feed moves while a poll pages through it, and a pause between
+    pages lets events slide out of the window): they may take the bucket below
+    zero, and the next poll waits that much longer. A token whose budget is
+    spent is not used again before its reset, so the budget is never exceeded.
+    Replies that cost nothing (304) take nothing from the bucket.
     """
 
     def __init__(self, tokens: tuple[str, ...]) -> None:
@@ -197,8 +199,8 @@ class RatePacer:
             self.slots = [TokenSlot(0, None, 0)]
         self._next = 0
 
-    def delay_s(self, slot: TokenSlot, now: float) -> float:
-        """Seconds to wait before ``slot`` may send a request."""
+    def delay_s(self, slot: TokenSlot, now: float, *, next_page: bool = False) -> float:
+        """Seconds to wait before ``slot`` may send a request (a poll's next page: no pacing)."""
         wait = max(0.0, slot.blocked_until - now)
         if slot.remaining is None:
             return wait
@@ -208,21 +210,23 @@ class RatePacer:
         if slot.remaining <= 0:
             return max(wait, slot.reset_at + RESET_MARGIN_S - now)
         level = self._level(slot, now)
-        if level >= 1.0 or slot.refill_per_s <= 0:
+        if next_page or level >= 1.0 or slot.refill_per_s <= 0:
             return wait
         return max(wait, (1.0 - level) / slot.refill_per_s)
 
-    def choose(self, now: float) -> tuple[TokenSlot, float]:
+    def choose(self, now: float, *, next_page: bool = False) -> tuple[TokenSlot, float]:
         """The token to use next, taken in turn, and how long to wait before using it.
 
         The first token in turn that may send at once is taken; when every
-        token must wait, the one free soonest.
+        token must wait, the one free soonest. ``next_page`` asks for a page
+        after the first of a poll, which only a spent budget or a rate-limit
+        reply holds back.
         """
         count = len(self.slots)
         order = [self.slots[(self._next + i) % count] for i in range(count)]
-        best = min(order, key=lambda slot: self.delay_s(slot, now))
+        best = min(order, key=lambda slot: self.delay_s(slot, now, next_page=next_page))
         self._next = (best.index + 1) % count
-        return best, self.delay_s(best, now)
+        return best, self.delay_s(best, now, next_page=next_page)
 
     def record(self, slot: TokenSlot, sent_at: float, rate: RateLimit | None, spent: bool) -> None:
         """Account for a reply to a request sent at ``sent_at`` (monotonic)."""
@@ -251,4 +255,4 @@ class RatePacer:
     def _level(slot: TokenSlot, now: float) -> float:
         capacity = float(min(BURST_REQUESTS, max(slot.remaining or 0, 1)))
         refilled = slot.level + slot.refill_per_s * max(0.0, now - slot.level_at)
-        return min(capacity, refilled)
+        return min(capacity, refilled)  # below zero after a poll's pages: a debt to wait out

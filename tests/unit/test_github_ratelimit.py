@@ -93,6 +93,20 @@ def test_the_pacer_spreads_the_remaining_budget_until_the_reset() -> None:
     assert spent.choose(111.0)[1] == 0
 
 
+def test_the_pages_of_a_poll_go_out_back_to_back_and_the_next_poll_waits() -> None:
+    """An empty bucket holds back a first page, not the pages after it; a spent budget both."""
+    pacer = RatePacer(("only",))
+    slot, _ = pacer.choose(0.0)
+    for remaining in (99, 98, 97, 96, 95):  # a poll of 5 pages at t=0, 100 left over 100 s
+        assert pacer.choose(0.0, next_page=True)[1] == 0
+        pacer.record(slot, 0.0, RateLimit(5000, remaining, 100.0), spent=True)
+    debt_wait = pacer.choose(0.0)[1]
+    assert debt_wait == pytest.approx(3 / (95 / 100))  # from -2 back up to 1 at 0.95/s
+
+    pacer.record(slot, 0.0, RateLimit(5000, 0, 100.0), spent=True)
+    assert pacer.choose(0.0, next_page=True)[1] == 100 + RESET_MARGIN_S
+
+
 def test_replies_that_cost_nothing_do_not_slow_the_pacer() -> None:
     pacer = RatePacer(())
     slot, _ = pacer.choose(0.0)
