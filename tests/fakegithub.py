@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import formatdate
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -427,8 +428,7 @@ class FakeGitHub:
             headers["Link"] = link
         headers.update(extra or {})
         headers["Content-Length"] = str(len(payload))
-        reason = {200: "OK", 304: "Not Modified", 401: "Unauthorized", 403: "Forbidden"}
-        head = f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\n"
+        head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
         head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         return head.encode("latin-1") + b"\r\n" + payload
 

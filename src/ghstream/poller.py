@@ -415,7 +415,12 @@ class EventsPoller:
                 continue
             if reply.kind is ReplyKind.FAILED:
                 self.summary.errors += 1
-                log.warning("%s: GitHub answered %s", feed.path, reply.detail)
+                hint = (
+                    " (check the name: is it spelled right and public?)"
+                    if reply.status == 404
+                    else ""
+                )
+                log.warning("%s: GitHub answered %s%s", feed.path, reply.detail, hint)
                 return None
 
             attempt += 1

@@ -345,6 +345,24 @@ async def test_a_429_with_no_budget_left_waits_until_the_reset(
     assert github.first_pages("events")[-1].at > 3900  # polling resumed after the reset
 
 
+async def test_an_unknown_feed_is_reported_and_the_others_go_on(
+    github: FakeGitHub, real_events: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    github.add_feed("events", real_events, backlog=300, per_second=1.0)
+    publisher = MemoryPublisher()
+
+    summary = await run_until(
+        github, config_for(github, "repos/no/such/events", "events"), publisher, until=400
+    )
+
+    missing = [r for r in github.requests if r.path == "repos/no/such/events"]
+    assert [r.status for r in missing] == [404] * len(missing)
+    assert 2 <= len(missing) <= 4  # retried later, backing off, not every 60 s
+    assert summary.errors == len(missing)
+    assert "repos/no/such/events: GitHub answered 404 Not Found" in caplog.text
+    assert_exactly_once(publisher, github.ids_in_some_window("events"))
+
+
 async def test_the_end_of_the_window_422_is_not_an_error(
     github: FakeGitHub, real_events: list[dict[str, Any]]
 ) -> None:
