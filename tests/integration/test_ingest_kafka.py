@@ -58,6 +58,17 @@ async def partition_numbers(bootstrap: str, topic: str) -> list[int]:
         await admin.close()
 
 
+async def partition_leaders(bootstrap: str, topic: str) -> dict[int, int]:
+    """Partition number -> node id of its leader."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        return {p["partition"]: p["leader"] for p in described["partitions"]}
+    finally:
+        await admin.close()
+
+
 def assert_per_key_order(records: list[Any], produced_ids: list[tuple[bytes | None, str]]) -> None:
     """For each key, the ids come back in the order they were produced."""
     expected: dict[bytes | None, list[str]] = defaultdict(list)
