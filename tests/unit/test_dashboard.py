@@ -110,10 +110,10 @@ def test_resolution_rows_pivot_kinds_with_all_repositories_first() -> None:
     # Durations read the way `top` prints them.
     assert (rows[0]["Issues: median"], rows[0]["Issues: p90"]) == (duration(90), duration(7200))
     assert rows[0]["PRs merged: median"] == duration(86400 * 2 + 3600)
-    assert rows[0]["PRs merged: p90"] == "-"
+    assert rows[0]["PRs merged: p90"] == data.NONE
     # A kind with no item in a repository reads as none, not as a zero duration.
     assert rows[1]["PRs merged: items"] == 0
-    assert rows[1]["PRs merged: median"] == "-"
+    assert rows[1]["PRs merged: median"] == data.NONE
 
 
 def test_coverage_caption_states_range_events_and_unknowns() -> None:

@@ -204,7 +204,7 @@ def resolution_panel(report: Report[ResolutionRow]) -> None:
         )
     st.caption(
         "Issues and pull requests closed in the window, from first open to final close. "
-        + data.coverage_caption(report.coverage)
+        + data.coverage_caption(report.coverage, counted="closed items")
     )
 
 

@@ -60,6 +60,9 @@ KIND_LABELS = {
     "pr_unmerged": "PRs closed unmerged",
 }
 
+#: An unknown value in a table cell (Streamlit reads cells as Markdown: "-" draws a bullet).
+NONE = "—"
+
 #: What to tell someone looking at an empty dashboard.
 HOW_TO_GET_DATA = (
     "Stream live events with `ghstream run`, or replay a recorded hour of GitHub "
@@ -261,7 +264,7 @@ def resolution_rows(report: Report[ResolutionRow]) -> list[dict[str, Any]]:
     """One row per repository (all repositories first), items/median/p90 per kind."""
     blank: dict[str, Any] = {}
     for label in KIND_LABELS.values():
-        blank |= {f"{label}: items": 0, f"{label}: median": "-", f"{label}: p90": "-"}
+        blank |= {f"{label}: items": 0, f"{label}: median": NONE, f"{label}: p90": NONE}
 
     table: dict[str | None, dict[str, Any]] = {}
     for row in report.rows:
@@ -269,20 +272,24 @@ def resolution_rows(report: Report[ResolutionRow]) -> list[dict[str, Any]]:
         line = table.setdefault(row.repo_key, {"repository": name} | blank)
         label = KIND_LABELS.get(row.kind, row.kind)
         line[f"{label}: items"] = row.items
-        line[f"{label}: median"] = duration(row.median_seconds)
-        line[f"{label}: p90"] = duration(row.p90_seconds)
+        line[f"{label}: median"] = _duration(row.median_seconds)
+        line[f"{label}: p90"] = _duration(row.p90_seconds)
     return list(table.values())
+
+
+def _duration(seconds: float | None) -> str:
+    return NONE if seconds is None else duration(seconds)
 
 
 def _when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def coverage_caption(coverage: Coverage) -> str:
+def coverage_caption(coverage: Coverage, *, counted: str = "events") -> str:
     """One line under a panel: the range it read and what its numbers stand on."""
     parts = [
         f"{_when(coverage.start)} → {_when(coverage.end)} UTC",
-        f"{coverage.events:,} events counted",
+        f"{coverage.events:,} {counted} counted",
     ]
     if coverage.pushes_unknown:
         parts.append(f"{coverage.pushes_unknown:,} pushes with unknown commit counts")
