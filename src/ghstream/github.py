@@ -27,7 +27,7 @@ https://docs.github.com/en/rest/activity/events and the rate-limit docs):
   request per feed per period.
 * A feed is polled no more often than its ``X-Poll-Interval`` (60 s when the
   header is missing). ``--min-interval`` replaces that interval only when given
-  explicitly; rate-limit pacing applies on top in every case.
+  explicitly (never below 1 s); rate-limit pacing applies on top in every case.
 * Tokens are used in turn; each one's remaining budget is spread over the
   time to its reset. No token is ever logged, put in a message or a ``repr``.
 """

@@ -65,6 +65,8 @@ RETRIES_PER_REQUEST = 3
 """Retries of one request after a 5xx, a network error or an invalid page."""
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 60.0
+MIN_POLL_INTERVAL_S = 1.0
+"""Floor of ``--min-interval``."""
 FEED_BACKOFF_CAP_S = 900.0
 """Longest pause of a feed after polls that failed in a row."""
 STALE_ETAG_PUBLIC_S = 600.0
@@ -123,7 +125,8 @@ class FeedState:
 class _Poll:
     """One pass over a feed's window."""
 
-    ids: set[str] = field(default_factory=set)
+    ids: dict[str, None] = field(default_factory=dict)
+    """Ids of the window in the order read; the feed's history once the poll completes."""
     count: int = 0
     overlap: bool = False
     """Some event of the window was seen by an earlier poll of the feed."""
@@ -187,9 +190,11 @@ class EventsPoller:
             else:
                 await self._poll_until_stopped()
         finally:
-            await self._client.aclose()
-            await self._publisher.flush()
-            self._emit_status(final=True)
+            try:
+                await self._client.aclose()
+                await self._publisher.flush()
+            finally:
+                self._emit_status(final=True)
         return self.summary
 
     async def _poll_each_once(self) -> None:
@@ -286,7 +291,8 @@ class EventsPoller:
     def _schedule(self, feed: FeedState, reply: Reply, sent_at: float) -> None:
         """Next poll of ``feed``: the interval after this first-page request was sent."""
         if self.config.min_interval_s is not None:
-            feed.interval_s = self.config.min_interval_s
+            # Even when asked for, 304s cost no budget, so only this floor keeps them polite.
+            feed.interval_s = max(MIN_POLL_INTERVAL_S, self.config.min_interval_s)
         else:
             feed.interval_s = reply.poll_interval_s or DEFAULT_POLL_INTERVAL_S
         feed.next_due = sent_at + feed.interval_s
@@ -311,12 +317,11 @@ class EventsPoller:
         all_known = bool(events)
         for raw in reversed(events):
             key = _event_key(raw)
-            known_before = key is not None and key in feed.recent and key not in poll.ids
+            known_before = key is not None and key in feed.recent
             poll.overlap = poll.overlap or known_before
             all_known = all_known and known_before
             if key is not None:
-                poll.ids.add(key)
-                feed.recent.add(key)
+                poll.ids[key] = None
             self._note_time(poll, raw)
             poll.count += 1
             await self._publish_once(feed, key, raw)
@@ -358,6 +363,10 @@ class EventsPoller:
         feed.failures = 0
         feed.etag = poll.etag
         feed.not_modified_since = None
+        # Only a complete window becomes history: after a poll cut short, the next
+        # one must not stop at a page that only that poll had read.
+        for key in poll.ids:
+            feed.recent.add(key)
 
         if feed.polled and poll.count and not poll.overlap:
             await self._report_gap(feed, poll)

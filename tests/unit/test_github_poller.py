@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from fakegithub import FakeClock, FakeGitHub, MemoryPublisher, Request, load_real_events
+from fakegithub import FakeClock, FakeFeed, FakeGitHub, MemoryPublisher, Request, load_real_events
 from ghstream.errors import EXIT_AUTH, GitHubAuthError
 from ghstream.github import LiveSummary, PollerConfig, load_tokens, run_live
 from ghstream.poller import STALE_ETAG_PUBLIC_S
@@ -308,6 +308,38 @@ async def test_server_errors_dropped_connections_and_bad_json_are_retried(
     assert_exactly_once(publisher, github.ids_in_some_window("events"))
     assert github.first_pages("events")[-1].at >= 540  # polling resumed after the failed poll
     assert summary.gaps == 0
+
+
+async def test_a_poll_cut_short_is_read_again_in_full(
+    github: FakeGitHub, real_events: list[dict[str, Any]]
+) -> None:
+    """1. At t=60 the window holds 150 new events. 2. Its page 2 fails four times.
+    3. The feed does not move until the next poll, so page 1 is unchanged.
+
+    Expected: the next poll does not stop at page 1 (read only by the failed
+    poll) but reads page 2 and publishes its 50 new events.
+    """
+    feed = github.add_feed("events", real_events[:250], backlog=100, per_second=5.0)
+    github.on_request = fail_the_next_page(feed, after=60.0, failures=4)
+    publisher = MemoryPublisher()
+
+    summary = await run_until(github, config_for(github), publisher, until=400)
+
+    assert summary.errors == 4
+    assert_exactly_once(publisher, {str(e["id"]) for e in real_events[:250]})
+    assert summary.gaps == 0
+
+
+def fail_the_next_page(feed: FakeFeed, *, after: float, failures: int) -> Callable[[Request], None]:
+    """A hook that makes the page after the first page-1 request at ``after`` fail."""
+    armed = [True]
+
+    def hook(request: Request) -> None:
+        if armed[0] and request.page == 1 and request.at >= after:
+            armed[0] = False
+            feed.add_faults(*["500"] * failures)
+
+    return hook
 
 
 async def test_a_secondary_rate_limit_waits_for_retry_after(
