@@ -20,6 +20,7 @@ import hashlib
 import re
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -136,6 +137,13 @@ def parse_time(value: Any) -> datetime | None:
     """An aware UTC datetime from GitHub's ISO 8601 strings (``Z`` or an offset)."""
     if not isinstance(value, str) or not value:
         return None
+    return _parse_time_text(value)
+
+
+@lru_cache(maxsize=8192)
+def _parse_time_text(value: str) -> datetime | None:
+    # Cached: an hour of GH Archive has ~3600 distinct created_at strings for
+    # hundreds of thousands of events, and datetimes are immutable.
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
