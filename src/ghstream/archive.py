@@ -17,30 +17,43 @@ UTF-8) and reports the rest as :class:`~ghstream.lines.BadLine`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import zlib
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
 from ghstream.errors import ConfigError, SourceError
-from ghstream.lines import BadLine, LineParser, ParsedBatch, parse_document
+from ghstream.lines import (
+    BadLine,
+    EncodedBatch,
+    LineParser,
+    ParsedBatch,
+    encode_lines,
+    parse_document,
+)
 
 log = logging.getLogger(__name__)
 
 GHARCHIVE_URL = "https://data.gharchive.org"
-READ_CHUNK_BYTES = 1048576
+READ_CHUNK_BYTES = 256 << 10
 """Compressed bytes read per step."""
-INFLATE_PIECE_BYTES = 8 << 20
+INFLATE_PIECE_BYTES = 1 << 20
 """Most decompressed bytes produced per step, so a highly compressed chunk cannot balloon."""
 MAX_LINE_BYTES = 64 << 20
 """A line longer than this is not an event; it is dead-lettered in part and skipped."""
 DOCUMENT_MAX_BYTES = 256 << 20
 """Largest plain JSON document (array, API recording) read whole; NDJSON has no limit."""
+POOL_BATCHES_IN_FLIGHT = 4
+"""Pieces of a file being parsed in the process pool at once."""
 MAX_RANGE_HOURS = 24 * 366
 HTTP_RETRIES = 4
 
@@ -285,12 +298,19 @@ class LineSplitter:
 
 
 async def read_source(
-    source: Source, stats: FileStats, *, client: httpx.AsyncClient | None = None
-) -> AsyncGenerator[ParsedBatch, None]:
+    source: Source,
+    stats: FileStats,
+    *,
+    client: httpx.AsyncClient | None = None,
+    pool: Executor | None = None,
+) -> AsyncGenerator[ParsedBatch | EncodedBatch, None]:
     """Stream ``source`` as batches of events and bad lines, updating ``stats`` as it goes.
 
-    Raises :class:`SourceError` when the source cannot be opened or a download
-    fails for good; whatever was yielded before that stays valid.
+    Without ``pool`` the batches are :class:`ParsedBatch` (events and their raw
+    objects). With a process ``pool``, lines are parsed, normalized and encoded
+    in the pool and the batches are :class:`EncodedBatch` (ready Kafka records),
+    in file order. Raises :class:`SourceError` when the source cannot be opened
+    or a download fails for good; whatever was yielded before that stays valid.
     """
     if source.path is not None and _is_document(source.path):
         document = _read_document(source.path, stats)
@@ -307,14 +327,88 @@ async def read_source(
         assert source.path is not None
         chunks = _local_chunks(source.path, stats)
 
-    async for batch in _parse_stream(chunks, stats):
-        yield batch
+    parser: _Parser = _PoolParser(stats, pool) if pool is not None else _InlineParser(stats)
+    try:
+        async for batch in _parse_stream(chunks, stats, parser):
+            yield batch
+    finally:
+        parser.cancel()
+
+
+class _Parser(Protocol):
+    async def feed(self, lines: list[bytes]) -> list[ParsedBatch | EncodedBatch]: ...
+
+    async def finish(self) -> list[ParsedBatch | EncodedBatch]: ...
+
+    def cancel(self) -> None: ...
+
+
+class _InlineParser:
+    """Parse in this process (small files, tests, and machines with one core)."""
+
+    def __init__(self, stats: FileStats) -> None:
+        self._parser = LineParser(stats)
+
+    async def feed(self, lines: list[bytes]) -> list[ParsedBatch | EncodedBatch]:
+        return [self._parser.parse(lines)]
+
+    async def finish(self) -> list[ParsedBatch | EncodedBatch]:
+        return []
+
+    def cancel(self) -> None:
+        pass
+
+
+class _PoolParser:
+    """Parse, normalize and encode in a process pool; results come back in file order.
+
+    At most :data:`POOL_BATCHES_IN_FLIGHT` pieces are out at once, so memory
+    stays bounded while the pool and this process (which talks to Kafka) work
+    at the same time.
+    """
+
+    def __init__(self, stats: FileStats, pool: Executor) -> None:
+        self._stats = stats
+        self._pool = pool
+        self._pending: deque[asyncio.Future[EncodedBatch]] = deque()
+
+    async def feed(self, lines: list[bytes]) -> list[ParsedBatch | EncodedBatch]:
+        if not lines:
+            return []
+        first = self._stats.lines + 1
+        self._stats.lines += len(lines)
+        loop = asyncio.get_running_loop()
+        self._pending.append(loop.run_in_executor(self._pool, encode_lines, lines, first))
+        done: list[ParsedBatch | EncodedBatch] = []
+        while len(self._pending) > POOL_BATCHES_IN_FLIGHT or (
+            self._pending and self._pending[0].done()
+        ):
+            done.append(self._account(await self._pending.popleft()))
+        return done
+
+    async def finish(self) -> list[ParsedBatch | EncodedBatch]:
+        done: list[ParsedBatch | EncodedBatch] = []
+        while self._pending:
+            done.append(self._account(await self._pending.popleft()))
+        return done
+
+    def cancel(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pending.clear()
+
+    def _account(self, batch: EncodedBatch) -> EncodedBatch:
+        stats = self._stats
+        stats.events += len(batch.records)
+        stats.recovered += batch.recovered
+        stats.bad += len(batch.bad)
+        stats.blank += batch.blank
+        return batch
 
 
 async def _parse_stream(
-    chunks: AsyncIterator[bytes], stats: FileStats
-) -> AsyncIterator[ParsedBatch]:
-    parser = LineParser(stats)
+    chunks: AsyncIterator[bytes], stats: FileStats, parser: _Parser
+) -> AsyncIterator[ParsedBatch | EncodedBatch]:
     splitter = LineSplitter()
     inflater: Inflater | None = None
     head: bytes | None = b""
@@ -328,17 +422,18 @@ async def _parse_stream(
             inflater = Inflater() if chunk.startswith(_GZIP_MAGIC) else None
         pieces: Iterable[bytes] = inflater.feed(chunk) if inflater else (chunk,)
         for piece in pieces:
-            yield parser.parse(splitter.feed(piece))
+            for batch in await parser.feed(splitter.feed(piece)):
+                yield batch
             if splitter.overlong:
                 yield _overlong(splitter, stats)
 
-    if head:  # a file of a single byte
-        yield parser.parse(splitter.feed(head))
-    tail = splitter.finish() if inflater is None else splitter.feed(inflater.finish())
+    tail = splitter.feed(head) if head else []  # a file of a single byte
     if inflater is not None:
-        tail += splitter.finish()
+        tail += splitter.feed(inflater.finish())
         _record_gzip(inflater, stats)
-    yield parser.parse(tail)
+    tail += splitter.finish()
+    for batch in [*await parser.feed(tail), *await parser.finish()]:
+        yield batch
     if splitter.overlong:
         yield _overlong(splitter, stats)
 

@@ -17,13 +17,17 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import multiprocessing
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import httpx
 
@@ -32,12 +36,17 @@ from ghstream.archive import FileStats, Source, read_source, resolve_sources
 from ghstream.config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
 from ghstream.errors import NotBuiltError, SourceError
 from ghstream.kafka import DeliveryError, EventPublisher, ensure_topic
+from ghstream.lines import EncodedBatch
 from ghstream.model import Event
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DEFAULT_API_URL = "https://api.github.com"
 HTTP_TIMEOUT_S = 60.0
+MAX_PARSE_WORKERS = 3
+POOL_MIN_BYTES = 4 << 20
+"""Smaller local files are parsed in-process: starting workers would cost more."""
 _DRY_RUN_DEAD_LETTER_LOGS = 20
 
 
@@ -57,6 +66,9 @@ class IngestOptions:
     """Stop after publishing this many events."""
     dry_run: bool = False
     strict: bool = False
+    parse_workers: int | None = None
+    """Processes that parse archive lines; ``None`` picks one per spare core (at most
+    :data:`MAX_PARSE_WORKERS`), 0 parses in this process."""
     # live mode (ghstream.github)
     api_url: str = DEFAULT_API_URL
     repos: tuple[str, ...] = ()
@@ -154,6 +166,10 @@ class Sink(Protocol):
         self, event: Event, raw: bytes | dict[str, Any], *, source: str | None = None
     ) -> None: ...
 
+    async def publish_encoded(
+        self, key: bytes | None, value: bytes, *, source: str | None = None
+    ) -> None: ...
+
     async def dead_letter(
         self, reason: str, payload: bytes, *, source: str | None = None, line: int | None = None
     ) -> None: ...
@@ -180,7 +196,12 @@ class DryRunSink:
     async def publish(
         self, event: Event, raw: bytes | dict[str, Any], *, source: str | None = None
     ) -> None:
-        self._write(wire.encode_event(event, raw))
+        await self.publish_encoded(None, wire.encode_event(event, raw), source=source)
+
+    async def publish_encoded(
+        self, key: bytes | None, value: bytes, *, source: str | None = None
+    ) -> None:
+        self._write(value)
         self.published += 1
         if source is not None:
             self.published_by_source[source] = self.published_by_source.get(source, 0) + 1
@@ -281,9 +302,11 @@ async def _backfill(
 ) -> None:
     pipeline = _Pipeline(options, sink, stop, on_progress, summary, len(sources))
     headers = {"User-Agent": f"ghstream/{__version__}"}
-    async with httpx.AsyncClient(
-        timeout=HTTP_TIMEOUT_S, follow_redirects=True, headers=headers
-    ) as client:
+    async with (
+        httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=True, headers=headers) as client,
+        _WorkerPool(options.parse_workers) as pool,
+    ):
+        pipeline.pool = pool
         try:
             for index, source in enumerate(sources):
                 if pipeline.done():
@@ -323,6 +346,7 @@ class _Pipeline:
         self.types = frozenset(options.types) or None
         self.remaining = options.limit
         self.queued = 0
+        self.pool: _WorkerPool | None = None
 
     def done(self) -> bool:
         return self.stop.is_set() or self.summary.limit_reached or self.summary.output_closed
@@ -334,9 +358,14 @@ class _Pipeline:
         started = time.monotonic()
         log.info("reading %s", source.name)
         try:
-            async with contextlib.aclosing(read_source(source, stats, client=client)) as batches:
+            pool = self.pool.for_source(source) if self.pool is not None else None
+            reader = read_source(source, stats, client=client, pool=pool)
+            async with contextlib.aclosing(reader) as batches:
                 async for batch in batches:
-                    item.filtered += await self._publish(batch.events, source.name)
+                    if isinstance(batch, EncodedBatch):
+                        item.filtered += await self._publish_encoded(batch.records, source.name)
+                    else:
+                        item.filtered += await self._publish(batch.events, source.name)
                     for bad in batch.bad:
                         await self.sink.dead_letter(
                             bad.reason, bad.payload, source=source.name, line=bad.line
@@ -362,15 +391,36 @@ class _Pipeline:
             filtered, events = len(events) - len(kept), kept
         else:
             filtered = 0
-        if self.remaining is not None:
-            if len(events) >= self.remaining:
-                events = events[: self.remaining]
-                self.summary.limit_reached = True
-            self.remaining -= len(events)
+        events = self._apply_limit(events)
         for event, raw in events:
             await publish(event, raw, source=name)
         self.queued += len(events)
         return filtered
+
+    async def _publish_encoded(
+        self, records: list[tuple[str, bytes | None, bytes]], name: str
+    ) -> int:
+        """:meth:`_publish` for envelopes a worker process already encoded."""
+        publish, types = self.sink.publish_encoded, self.types
+        if types is not None:
+            kept = [record for record in records if record[0] in types]
+            filtered, records = len(records) - len(kept), kept
+        else:
+            filtered = 0
+        records = self._apply_limit(records)
+        for _, key, value in records:
+            await publish(key, value, source=name)
+        self.queued += len(records)
+        return filtered
+
+    def _apply_limit(self, items: list[_T]) -> list[_T]:
+        if self.remaining is None:
+            return items
+        if len(items) >= self.remaining:
+            items = items[: self.remaining]
+            self.summary.limit_reached = True
+        self.remaining -= len(items)
+        return items
 
     def _report(self, index: int, source: Source, stats: FileStats) -> None:
         if self.on_progress is None:
@@ -403,6 +453,49 @@ class _Pipeline:
             item.source, item.lines, item.events, item.recovered, item.bad, item.filtered,
             " truncated" if item.truncated else "",
         )  # fmt: skip
+
+
+class _WorkerPool:
+    """The process pool that parses large archive files, started on first need."""
+
+    def __init__(self, workers: int | None) -> None:
+        if workers is None:
+            workers = min(MAX_PARSE_WORKERS, (os.cpu_count() or 1) - 1)
+        self.workers = max(workers, 0)
+        self._executor: ProcessPoolExecutor | None = None
+
+    async def __aenter__(self) -> _WorkerPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+    def for_source(self, source: Source) -> Executor | None:
+        """The pool for ``source``, or ``None`` to parse it in-process (small or no workers)."""
+        if self.workers == 0:
+            return None
+        if source.path is not None:
+            try:
+                if source.path.stat().st_size < POOL_MIN_BYTES:
+                    return None
+            except OSError:
+                return None  # read_source reports it
+        if self._executor is None:
+            # spawn, not fork: this process has threads (the progress display) and a loop.
+            self._executor = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_ignore_interrupts,
+            )
+            log.debug("started %d parse workers", self.workers)
+        return self._executor
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the main process, which stops them after a clean flush."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # -- live mode -------------------------------------------------------------------------------

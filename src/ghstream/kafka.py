@@ -278,6 +278,19 @@ class EventPublisher:
         if source is not None:
             batch.sources[source] += 1
 
+    async def publish_encoded(
+        self, key: bytes | None, value: bytes, *, source: str | None = None
+    ) -> None:
+        """:meth:`publish` for an envelope already encoded (by a parse worker)."""
+        if len(value) > self.max_message_bytes - _RECORD_OVERHEAD_BYTES:
+            envelope = wire.decode(value)
+            assert envelope.event is not None and envelope.raw is not None
+            value = self._trim(envelope.event, envelope.raw, value)
+        batch = await self._append(self.topic, key, value, None)
+        batch.events += 1
+        if source is not None:
+            batch.sources[source] += 1
+
     async def publish_gap(
         self,
         *,

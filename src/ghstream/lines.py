@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ghstream import wire
 from ghstream.model import Event, InvalidEvent, normalize
 
 if TYPE_CHECKING:
@@ -145,6 +146,34 @@ class LineParser:
             return
         reason = f"not an event: a JSON {type(obj).__name__}, not an object"
         batch.bad.append(BadLine(number, reason, line))
+
+
+@dataclass(slots=True)
+class EncodedBatch:
+    """Consecutive lines parsed, normalized and encoded in a worker process.
+
+    ``records`` holds ``(event type, Kafka key, envelope)`` per event, in line order.
+    """
+
+    records: list[tuple[str, bytes | None, bytes]] = field(default_factory=list)
+    bad: list[BadLine] = field(default_factory=list)
+    recovered: int = 0
+    blank: int = 0
+
+
+def encode_lines(lines: list[bytes], first_line: int) -> EncodedBatch:
+    """Parse, normalize and encode ``lines`` (the first being ``first_line``); runs in a worker.
+
+    Returning envelopes rather than events keeps what crosses the process
+    boundary to bytes, which pickle at memory speed.
+    """
+    from ghstream.archive import FileStats
+
+    stats = FileStats("worker", lines=first_line - 1)
+    parsed = LineParser(stats).parse(lines)
+    encode, key_of = wire.encode_event, wire.event_key
+    records = [(event.type, key_of(event), encode(event, raw)) for event, raw in parsed.events]
+    return EncodedBatch(records, parsed.bad, stats.recovered, stats.blank)
 
 
 def _is_recording(obj: dict[str, Any]) -> bool:

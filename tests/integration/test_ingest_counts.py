@@ -144,3 +144,27 @@ def test_the_whole_api_directory_in_one_run(shared_data: Path) -> None:
     assert got == expected
     assert len(summary.sources) == len(api_files())
     assert all(s.error is None for s in summary.sources)
+
+
+@pytest.mark.parametrize("which", ["hour-2013", "bad-lines"])
+def test_parse_workers_give_the_same_output(
+    which: str, shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing in worker processes yields the same envelopes, counts and bad lines."""
+    from ghstream import ingest as ingest_module
+
+    monkeypatch.setattr(ingest_module, "POOL_MIN_BYTES", 0)
+    path = {
+        "hour-2013": shared_data / "gharchive" / "2013-02-15-0.json.gz",
+        "bad-lines": Path(__file__).parents[1] / "fixtures" / "archive" / "bad_lines.ndjson",
+    }[which]
+    outputs = []
+    for workers in (0, 1):
+        out = io.BytesIO()
+        options = IngestOptions(archive=(str(path),), dry_run=True, parse_workers=workers)
+        summary = asyncio.run(run_ingest(options, asyncio.Event(), out=out))
+        (source,) = summary.sources
+        counts = (source.lines, source.events, source.recovered, source.bad, summary.dead_lettered)
+        outputs.append((out.getvalue(), counts))
+    assert outputs[0] == outputs[1]
+    assert outputs[0][1][1] > 0
