@@ -74,6 +74,17 @@ def ingest(
             rich_help_panel=_BACKFILL,
         ),
     ] = False,
+    parse_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--parse-workers",
+            min=0,
+            help="Processes that parse archive files over 4 MiB; default one per spare "
+            "CPU (at most 3), 0 parses in this process.",
+            rich_help_panel=_BACKFILL,
+            show_default=False,
+        ),
+    ] = None,
     repo: Annotated[
         list[str] | None,
         typer.Option(
@@ -184,6 +195,7 @@ def ingest(
         limit=limit,
         dry_run=dry_run,
         strict=strict,
+        parse_workers=parse_workers,
         api_url=api_url,
         repos=tuple(repo or ()),
         orgs=tuple(org or ()),
