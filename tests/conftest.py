@@ -35,6 +35,7 @@ DEFAULT_POSTGRES_DSN = "postgresql://ghstream:ghstream@127.0.0.1:5432/ghstream"
 DEFAULT_MONGO_URL = "mongodb://127.0.0.1:27017"
 SERVICE_PROBE_TIMEOUT_S = 10.0
 TOPIC_READY_TIMEOUT_S = 30.0
+DROP_DATABASE_TIMEOUT_S = 60.0
 
 
 def service_unavailable(reason: str) -> NoReturn:
@@ -198,8 +199,16 @@ async def postgres_dsn(
 
     admin = await asyncpg.connect(postgres_admin_dsn)
     try:
-        # FORCE: a test that leaks a connection must not leak its database too.
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        # FORCE: a test that leaks a connection must not leak its database too. An
+        # autovacuum worker busy in it (after a test wrote a few thousand rows) is a
+        # process our role may not terminate: wait for it to finish instead.
+        async with asyncio.timeout(DROP_DATABASE_TIMEOUT_S):
+            while True:
+                try:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+                    break
+                except asyncpg.InsufficientPrivilegeError:
+                    await asyncio.sleep(0.2)
     finally:
         await admin.close()
 
