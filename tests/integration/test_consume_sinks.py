@@ -229,7 +229,7 @@ async def test_mongo_counts_redelivered_events_as_duplicates(
     assert (first.inserted, first.duplicates) == (2, 0)
     assert (second.inserted, second.duplicates) == (1, 3)
     assert count == 3
-    assert {"created_at", "type_created_at", "repo_created_at", "actor_created_at"} <= index_names
+    assert {"created_at", "type", "repo_key", "actor_login"} <= index_names
 
 
 async def test_concurrent_migration_runners_apply_each_migration_once(postgres_dsn: str) -> None:

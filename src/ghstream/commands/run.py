@@ -1,16 +1,272 @@
-"""`ghstream run`."""
+"""`ghstream run`: ingest and consume in one process."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
 import typer
 
-from ghstream.commands._common import report_error
-from ghstream.errors import NotBuiltError
+from ghstream import config
+from ghstream.commands._common import report_error, run_async, stderr
+from ghstream.commands.consume import (
+    BatchSizeOpt,
+    FromBeginningOpt,
+    GroupOpt,
+    StatusOpt,
+    UntilIdleOpt,
+    print_summary,
+)
+from ghstream.commands.ingest import exit_code as ingest_exit_code
+from ghstream.config import BootstrapOpt, JsonOpt, MongoDbOpt, MongoUrlOpt, PostgresOpt, TopicOpt
+from ghstream.consume import ConsumerOptions, ConsumeSummary, run_consumer
+from ghstream.errors import EXIT_INTERRUPTED, ConfigError, GhstreamError
+from ghstream.ingest import DEFAULT_API_URL, IngestOptions, IngestSummary, run_ingest
+from ghstream.lifecycle import handle_signals
+
+log = logging.getLogger(__name__)
+
+_BACKFILL = "Backfill (--archive)"
+_LIVE = "Live (Events API)"
 
 
-def run() -> None:
-    """Run ingest and consume as concurrent tasks of one process."""
-    raise report_error(NotBuiltError("`ghstream run` is not built yet."))
+class TaskFailed(GhstreamError):
+    """One of ``run``'s tasks raised something other than a ghstream error."""
+
+
+async def _guarded(
+    name: str, work: Awaitable[Any], stop: asyncio.Event, failures: list[Any]
+) -> Any:
+    """Run ``work``; on failure, record it and set ``stop`` so the other task ends cleanly.
+
+    Cancelling the sibling instead (what a TaskGroup does on an exception)
+    would cut its batch in hand; setting ``stop`` lets it store and commit first.
+    """
+    try:
+        return await work
+    except Exception as exc:
+        log.error("%s failed: %s; stopping the other task", name, exc)
+        failures.append((name, exc))
+        stop.set()
+        return None
+
+
+async def run_both(
+    ingest_options: IngestOptions, consumer_options: ConsumerOptions
+) -> tuple[IngestSummary | None, ConsumeSummary | None]:
+    """Run ingest and the consumer as concurrent tasks sharing one stop and signal handling.
+
+    With ``consumer_options.until_idle_s`` the consumer counts idleness only
+    once ingest has finished, so a backfill ends when it is fully stored.
+    Raises the first task failure, after the other task has stopped.
+    """
+    stop = asyncio.Event()
+    ingest_done = asyncio.Event()
+    consumer_options.idle_after = ingest_done
+    failures: list[tuple[str, BaseException]] = []
+
+    async def ingest() -> IngestSummary | None:
+        try:
+            result: IngestSummary | None = await _guarded(
+                "ingest", run_ingest(ingest_options, stop), stop, failures
+            )
+            return result
+        finally:
+            ingest_done.set()
+
+    with handle_signals(stop):
+        async with asyncio.TaskGroup() as group:
+            ingest_task = group.create_task(ingest(), name="ghstream-ingest")
+            consume_task = group.create_task(
+                _guarded("consume", run_consumer(consumer_options, stop), stop, failures),
+                name="ghstream-consume",
+            )
+
+    if failures:
+        name, exc = failures[0]
+        if isinstance(exc, GhstreamError):
+            raise exc
+        raise TaskFailed(f"{name} failed: {type(exc).__name__}: {exc}") from exc
+    return ingest_task.result(), consume_task.result()
+
+
+def run(
+    archive: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--archive",
+            metavar="SOURCE",
+            help=(
+                "Backfill instead of polling: a .json.gz/.json file, a directory, a URL, "
+                "a GH Archive hour (2015-01-01-12) or a range of hours. Repeatable."
+            ),
+            rich_help_panel=_BACKFILL,
+        ),
+    ] = None,
+    types: Annotated[
+        str | None,
+        typer.Option(
+            "--types", metavar="TYPE,...", help="Publish only these event types, e.g. PushEvent."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=0, help="Stop ingesting after publishing this many events."),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1 if any archive line was bad or repaired.",
+            rich_help_panel=_BACKFILL,
+        ),
+    ] = False,
+    repo: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--repo",
+            metavar="OWNER/NAME",
+            help="Poll this repository's events.",
+            rich_help_panel=_LIVE,
+        ),
+    ] = None,
+    org: Annotated[
+        list[str] | None,
+        typer.Option("--org", help="Poll this organisation's events.", rich_help_panel=_LIVE),
+    ] = None,
+    user: Annotated[
+        list[str] | None,
+        typer.Option("--user", help="Poll this user's events.", rich_help_panel=_LIVE),
+    ] = None,
+    watch_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--watch-file",
+            help="File with one owner/name, org:NAME or user:LOGIN per line to poll.",
+            rich_help_panel=_LIVE,
+        ),
+    ] = None,
+    api_url: Annotated[
+        str,
+        typer.Option(
+            "--api-url",
+            envvar="GHSTREAM_GITHUB_API_URL",
+            help="GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).",
+            rich_help_panel=_LIVE,
+        ),
+    ] = DEFAULT_API_URL,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            help="File holding GitHub tokens; default $GITHUB_TOKEN.",
+            rich_help_panel=_LIVE,
+        ),
+    ] = None,
+    min_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--min-interval",
+            min=0.0,
+            metavar="SECONDS",
+            help="Poll each feed at this interval instead of GitHub's X-Poll-Interval.",
+            rich_help_panel=_LIVE,
+        ),
+    ] = None,
+    bootstrap: BootstrapOpt = config.DEFAULT_BOOTSTRAP,
+    topic: TopicOpt = config.DEFAULT_TOPIC,
+    postgres_dsn: PostgresOpt = config.DEFAULT_POSTGRES_DSN,
+    mongo_url: MongoUrlOpt = config.DEFAULT_MONGO_URL,
+    mongo_db: MongoDbOpt = config.DEFAULT_MONGO_DB,
+    group: GroupOpt = "ghstream",
+    until_idle: UntilIdleOpt = None,
+    from_beginning: FromBeginningOpt = False,
+    batch_size: BatchSizeOpt = 2000,
+    status: StatusOpt = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest and consume in one process: GitHub (or GH Archive) to Kafka to MongoDB and PostgreSQL.
+
+    The two run as concurrent tasks with one shutdown: Ctrl-C stops both
+    (each finishes its batch in hand), and if one fails the other stops and
+    the command exits non-zero with the failure's message. Flags are those
+    of `ghstream ingest` and `ghstream consume`.
+
+    A backfill that ends once everything is stored:
+
+        ghstream run --archive 2015-01-01-12 --until-idle 5
+    """
+    try:
+        event_types = _parse_types(types)
+    except ConfigError as exc:
+        raise report_error(exc) from exc
+    ingest_options = IngestOptions(
+        bootstrap=bootstrap,
+        topic=topic,
+        archive=tuple(archive or ()),
+        types=event_types,
+        limit=limit,
+        strict=strict,
+        api_url=api_url,
+        repos=tuple(repo or ()),
+        orgs=tuple(org or ()),
+        users=tuple(user or ()),
+        watch_file=watch_file,
+        token_file=token_file,
+        min_interval_s=min_interval,
+    )
+    consumer_options = ConsumerOptions(
+        bootstrap=bootstrap,
+        topic=topic,
+        group=group,
+        postgres_dsn=postgres_dsn,
+        mongo_url=mongo_url,
+        mongo_db=mongo_db,
+        batch_max_records=batch_size,
+        until_idle_s=until_idle,
+        from_beginning=from_beginning,
+        status=status,
+    )
+    ingested, consumed = run_async(run_both(ingest_options, consumer_options))
+    _print(ingested, consumed, as_json=as_json)
+    code = ingest_exit_code(ingested, strict=strict) if ingested is not None else 0
+    if code == EXIT_INTERRUPTED:
+        code = 0  # a Ctrl-C that both tasks honoured is a clean stop for `run`
+    raise typer.Exit(code=code)
+
+
+def _parse_types(text: str | None) -> tuple[str, ...]:
+    if text is None:
+        return ()
+    types = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not types:
+        raise ConfigError("--types needs at least one event type, e.g. PushEvent")
+    return types
+
+
+def _print(
+    ingested: IngestSummary | None, consumed: ConsumeSummary | None, *, as_json: bool
+) -> None:
+    if as_json:
+        data = {
+            "ingest": ingested.to_dict() if ingested is not None else None,
+            "consume": consumed.to_dict() if consumed is not None else None,
+        }
+        typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode())
+        return
+    if ingested is not None:
+        typer.echo(
+            f"ingest: read={ingested.read} published={ingested.published} "
+            f"dead_lettered={ingested.dead_lettered} failed={ingested.failed}"
+        )
+        for error in ingested.errors:
+            stderr.print(f"[bold red]error[/]: {error}")
+    if consumed is not None:
+        print_summary(consumed, as_json=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,99 @@
+"""Unit tests of the consumer's pure parts: decoding a batch, summaries, failures, the CLI."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+from typer.testing import CliRunner
+
+from ghstream import wire
+from ghstream.cli import app
+from ghstream.consume import (
+    ConsumeSummary,
+    _first_failure,
+    _StopRequested,
+    decode_batch,
+    format_status,
+)
+from ghstream.errors import StoreError
+from ghstream.model import normalize
+
+Message = namedtuple("Message", "offset value")
+
+RAW = {
+    "id": "1",
+    "type": "WatchEvent",
+    "created_at": "2015-01-01T12:00:00Z",
+    "actor": {"login": "octocat"},
+    "repo": {"id": 7, "name": "octo/cat"},
+    "payload": {"action": "started"},
+}
+
+
+def _event_message(offset: int, raw: dict) -> Message:
+    return Message(offset, wire.encode_event(normalize(raw), raw))
+
+
+def test_a_batch_is_split_into_events_gaps_and_dead_letters() -> None:
+    tp0, tp1 = TopicPartition("t", 0), TopicPartition("t", 1)
+    gap = wire.encode_gap("events", datetime(2026, 1, 1, tzinfo=UTC), 3, gap_id="g1")
+    records = {
+        tp0: [_event_message(10, RAW), Message(11, b"not json"), Message(12, gap)],
+        tp1: [Message(40, b""), Message(41, orjson.dumps({"v": 9})), _event_message(42, RAW)],
+    }
+
+    batch = decode_batch(records)
+
+    assert batch.size == 6
+    assert [event.id for event, _ in batch.events] == ["1", "1"]
+    assert batch.events[0][1] == RAW
+    assert [g["id"] for g in batch.gaps] == ["g1"]
+    reasons = {source: reason for reason, _, source in batch.bad}
+    assert set(reasons) == {"t[0]@11", "t[1]@40", "t[1]@41"}
+    assert reasons["t[0]@11"].startswith("not JSON")
+    assert "version" in reasons["t[1]@41"]
+    assert [payload for _, payload, _ in batch.bad] == [b"not json", b"", orjson.dumps({"v": 9})]
+    assert batch.next_offsets == {tp0: 13, tp1: 43}
+
+
+def test_the_offset_after_a_batch_of_only_bad_messages_is_still_committed() -> None:
+    tp = TopicPartition("t", 3)
+
+    batch = decode_batch({tp: [Message(5, b"{"), Message(6, b"[]")]})
+
+    assert batch.events == []
+    assert batch.next_offsets == {tp: 7}
+
+
+def test_a_real_error_wins_over_a_stop_request_in_a_task_group() -> None:
+    error = StoreError("bad write")
+
+    assert _first_failure(BaseExceptionGroup("x", [_StopRequested(), error])) is error
+    stop = _StopRequested()
+    assert _first_failure(BaseExceptionGroup("x", [stop])) is stop
+
+
+def test_summary_and_status_line() -> None:
+    summary = ConsumeSummary(consumed=10, stored=8, duplicates=2, elapsed_s=2.0)
+    summary.committed = {1: 5, 0: 7}
+
+    data = summary.to_dict()
+    line = format_status(summary, {1: 0, 0: 12}, 5.0)
+
+    assert data["events_per_s"] == 5.0
+    assert list(data["committed"]) == ["0", "1"]
+    assert line.startswith("events_per_s=5 consumed=10 stored=8 duplicates=2 dead_lettered=0")
+    assert line.endswith("lag=p0:12,p1:0")
+
+
+@pytest.mark.parametrize("command", ["consume", "run"])
+def test_help_explains_the_flags(command: str) -> None:
+    result = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+
+    assert result.exit_code == 0
+    for flag in ("--group", "--until-idle", "--from-beginning", "--postgres-dsn", "--json"):
+        assert flag in result.output
