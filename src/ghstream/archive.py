@@ -23,7 +23,7 @@ import re
 import zlib
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -383,14 +383,24 @@ class _PoolParser:
         while len(self._pending) > POOL_BATCHES_IN_FLIGHT or (
             self._pending and self._pending[0].done()
         ):
-            done.append(self._account(await self._pending.popleft()))
+            done.append(await self._next())
         return done
 
     async def finish(self) -> list[ParsedBatch | EncodedBatch]:
         done: list[ParsedBatch | EncodedBatch] = []
         while self._pending:
-            done.append(self._account(await self._pending.popleft()))
+            done.append(await self._next())
         return done
+
+    async def _next(self) -> EncodedBatch:
+        try:
+            batch = await self._pending.popleft()
+        except BrokenExecutor as exc:
+            raise SourceError(
+                f"{self._stats.source}: a parse worker process died ({exc}); "
+                "rerun with --parse-workers 0 to parse in one process"
+            ) from exc
+        return self._account(batch)
 
     def cancel(self) -> None:
         for future in self._pending:
