@@ -30,6 +30,9 @@ import pytest
 import websockets
 from test_dashboard_support import hour_path, store_hour, top_repo_names
 
+from ghstream.model import normalize
+from ghstream.sinks.postgres import PostgresSink
+
 pytestmark = [pytest.mark.integration, pytest.mark.shared_data]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -215,14 +218,7 @@ async def test_chromium_shows_the_top_repositories(
         devtools = DevTools(socket)
         await devtools.call("Page.enable")
         await devtools.call("Page.navigate", url=dashboard.url)
-        text = ""
-        try:
-            async with asyncio.timeout(RENDER_TIMEOUT_S):
-                while not all(word in text for word in wanted):
-                    await asyncio.sleep(0.5)
-                    text = await devtools.text()
-        except TimeoutError:
-            pytest.fail(f"the page never showed {wanted}; it showed:\n{text[:3000]}")
+        text = await wait_for_text(devtools, wanted)
 
         # The whole page in one image: grow the viewport to the height of the content.
         height = await content_height(devtools)
@@ -240,6 +236,52 @@ async def test_chromium_shows_the_top_repositories(
     SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
     assert "Traceback" not in text and "PostgreSQL is unreachable" not in text
     assert "8,273 in range" in text
+
+
+async def wait_for_text(devtools: DevTools, wanted: list[str]) -> str:
+    """The page's text once it holds every string of ``wanted``."""
+    text = ""
+    try:
+        async with asyncio.timeout(RENDER_TIMEOUT_S):
+            while not all(word in text for word in wanted):
+                await asyncio.sleep(0.5)
+                text = await devtools.text()
+    except TimeoutError:
+        pytest.fail(f"the page never showed {wanted}; it showed:\n{text[:3000]}")
+    return text
+
+
+async def test_the_open_page_follows_new_events(
+    dashboard: Dashboard, chromium: int, stored_hour: str
+) -> None:
+    """Auto-refresh: events stored while the page is open show up without a reload."""
+    newcomer = "live-stream/arrives-later"
+    async with websockets.connect(await page_socket(chromium), max_size=None) as socket:
+        devtools = DevTools(socket)
+        await devtools.call("Page.enable")
+        await devtools.call("Page.navigate", url=dashboard.url)
+        before = await wait_for_text(devtools, ["Most active repositories", "8,273 in range"])
+        assert newcomer not in before
+
+        async with PostgresSink(stored_hour) as sink:
+            await sink.write_batch([normalize(star(n, newcomer)) for n in range(100)])
+        after = await wait_for_text(devtools, [newcomer, "8,373 in range"])
+
+    # Most events in the hour now (100 stars against 80), so first in its panel.
+    panel = after.split("Most active repositories", 1)[1]
+    assert panel.index(newcomer) < panel.index("KenanSulayman/heartbeat")
+
+
+def star(n: int, repo: str) -> dict[str, Any]:
+    return {
+        "id": f"77{n:08d}",
+        "type": "WatchEvent",
+        "created_at": f"2015-01-01T12:59:{n % 60:02d}Z",
+        "public": True,
+        "actor": {"id": 5_000_000 + n, "login": f"stargazer-{n}"},
+        "repo": {"id": 77_000_000, "name": repo},
+        "payload": {"action": "started"},
+    }
 
 
 async def content_height(devtools: DevTools) -> int:
