@@ -11,9 +11,13 @@ else its ``owner/name``; an actor is its login.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import sys
+import uuid
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,3 +137,109 @@ async def snapshot(conn: Any) -> dict[str, list[tuple[Any, ...]]]:
         rows = await conn.fetch(f"SELECT * FROM {table}")
         tables[table] = sorted(tuple(v for k, v in row.items() if k != "stored_at") for row in rows)
     return tables
+
+
+# --- running the pipeline ---------------------------------------------------------------------
+
+PYTHON = sys.executable
+
+
+def consume_args(
+    *,
+    bootstrap: str,
+    topic: str,
+    group: str,
+    postgres_dsn: str,
+    mongo_url: str,
+    mongo_db: str,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line of a ``ghstream consume`` process."""
+    return [
+        PYTHON, "-m", "ghstream", "consume",
+        "--bootstrap-servers", bootstrap, "--topic", topic, "--group", group,
+        "--postgres-dsn", postgres_dsn, "--mongo-url", mongo_url, "--mongo-db", mongo_db,
+        "--no-status", *extra,
+    ]  # fmt: skip
+
+
+async def start_process(args: list[str], log_path: Path) -> asyncio.subprocess.Process:
+    """Start ``args`` with stdout piped and stderr in ``log_path`` (read it when a test fails)."""
+    log_file = log_path.open("ab")
+    try:
+        return await asyncio.create_subprocess_exec(
+            *args, stdout=asyncio.subprocess.PIPE, stderr=log_file
+        )
+    finally:
+        log_file.close()
+
+
+async def finish(process: asyncio.subprocess.Process, log_path: Path, timeout_s: float = 240):
+    """Wait for ``process``; return ``(returncode, stdout)``; kill it if it overruns."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            stdout, _ = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(f"process overran; log:\n{tail(log_path)}") from None
+    return process.returncode, stdout.decode()
+
+
+def tail(log_path: Path, chars: int = 3000) -> str:
+    """The end of a process log, for assertion messages."""
+    return log_path.read_text(errors="replace")[-chars:] if log_path.exists() else ""
+
+
+async def wait_until(predicate, *, timeout_s: float = 120, every_s: float = 0.1) -> None:
+    """Await ``predicate()`` (a coroutine function) until it is true."""
+    async with asyncio.timeout(timeout_s):
+        # Polling: the condition lives in another process or a database, not in an Event.
+        while not await predicate():  # noqa: ASYNC110
+            await asyncio.sleep(every_s)
+
+
+async def ingest_archive(bootstrap: str, topic: str, paths: Sequence[Path]) -> int:
+    """Publish ``paths`` to ``topic`` with ghstream's own ingest; return events published."""
+    from ghstream.ingest import IngestOptions, run_ingest
+
+    options = IngestOptions(bootstrap=bootstrap, topic=topic, archive=tuple(map(str, paths)))
+    summary = await run_ingest(options, asyncio.Event())
+    assert summary.failed == 0 and not summary.errors, summary.errors
+    return summary.published
+
+
+async def reference_snapshot(admin_dsn: str, paths: Sequence[Path]) -> dict[str, list[tuple]]:
+    """The tables a clean run over ``paths`` must produce: the events written once, directly."""
+    import asyncpg
+
+    from ghstream.model import normalize
+    from ghstream.sinks.postgres import PostgresSink, apply_migrations
+
+    database = f"ghstream_reference_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    try:
+        dsn = f"{admin_dsn.rpartition('/')[0]}/{database}"
+        await apply_migrations(dsn)
+        events = [normalize(raw) for path in paths for raw in read_raw(path)]
+        async with PostgresSink(dsn) as sink:
+            for start in range(0, len(events), 2000):
+                await sink.write_batch(events[start : start + 2000])
+            async with sink.pool.acquire() as conn:
+                return await snapshot(conn)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+
+
+async def mongo_ids(mongo_url: str, db_name: str) -> list[str]:
+    """Every ``_id`` in the events collection (duplicates would show as repeats)."""
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url)
+    try:
+        cursor = client[db_name]["events"].find({}, {"_id": 1})
+        return [doc["_id"] async for doc in cursor]
+    finally:
+        await client.close()
