@@ -98,7 +98,8 @@ class ConsumeSummary:
     batches: int = 0
     store_retries: int = 0
     elapsed_s: float = 0.0
-    stopped_by: str = "signal"
+    stopped_by: str = "stop"
+    """``idle`` (``until_idle_s`` reached) or ``stop`` (a signal, or the other task of ``run``)."""
     committed: dict[int, int] = field(default_factory=dict)
     """Next offset to read per partition, as committed by this run."""
     lag: dict[int, int] = field(default_factory=dict)

@@ -268,7 +268,7 @@ async def test_sigterm_stores_and_commits_the_batch_in_hand(
 
     committed = await _committed_total(kafka_bootstrap, group)
     assert code == 0, tail(log)
-    assert json.loads(out)["consume"]["stopped_by"] == "signal"
+    assert json.loads(out)["consume"]["stopped_by"] == "stop"
     assert committed == await _count(postgres_dsn) == len(await mongo_ids(mongo_url, mongo_db_name))
 
 
@@ -292,13 +292,13 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("store", ["postgres", "mongo", "kafka"])
 async def test_an_unreachable_service_at_start_exits_3_naming_the_flag(
-    store, kafka_bootstrap, postgres_dsn, mongo_url, tmp_path
+    store, kafka_bootstrap, postgres_dsn, mongo_url, mongo_db_name, tmp_path
 ) -> None:
     """Expected: exit 3, a message naming the flag and variable to fix, no password."""
     port = _closed_port()
     args = {
         "bootstrap": kafka_bootstrap, "topic": "unused", "group": "unused",
-        "postgres_dsn": postgres_dsn, "mongo_url": mongo_url, "mongo_db": "unused",
+        "postgres_dsn": postgres_dsn, "mongo_url": mongo_url, "mongo_db": mongo_db_name,
     }  # fmt: skip
     flag = {
         "postgres": ("postgres_dsn", f"postgresql://ghstream:s3cret@127.0.0.1:{port}/x",
