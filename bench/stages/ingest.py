@@ -1,0 +1,148 @@
+"""Stage 2: ``ghstream ingest --archive`` into Kafka, against kcat and the seed's producer.
+
+Each repetition gets a fresh 6-partition topic (created before the clock starts,
+as ``make services`` would) and every side runs as a subprocess timed from
+spawn to exit, so interpreter start-up counts against ghstream and the Python
+peer alike.
+
+* ``kcat -P``: librdkafka in C, the same lines (read from the plain NDJSON,
+  so it does not even pay for gunzip), zstd, acks=all, idempotence, as ghstream.
+* the seed design (:mod:`bench.peers.naive_producer`): kafka-python, json per
+  event, one ``send`` per event.
+
+Every run is checked: the topic must hold exactly the file's events afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+from bench import infra
+from bench.context import Context
+from bench.harness import Result, alternate, log
+
+PEERS = infra.ROOT / "bench" / "peers"
+
+
+def _ghstream(ctx: Context, topic: str) -> None:
+    result = infra.run(
+        infra.ghstream(
+            "ingest",
+            "--archive",
+            ctx.modern_gz,
+            "--topic",
+            topic,
+            "--bootstrap-servers",
+            infra.BOOTSTRAP,
+            "--json",
+        )
+    )
+    summary = orjson.loads(result.stdout)
+    if summary["published"] != ctx.modern_events:
+        raise AssertionError(f"ghstream published {summary['published']} of {ctx.modern_events}")
+
+
+def _kcat(ctx: Context, topic: str) -> None:
+    infra.run(
+        [
+            "kcat",
+            "-P",
+            "-b",
+            infra.BOOTSTRAP,
+            "-t",
+            topic,
+            "-z",
+            infra.COMPRESSION,
+            "-X",
+            "enable.idempotence=true",
+            "-X",
+            "acks=all",
+            "-X",
+            f"message.max.bytes={infra.MAX_MESSAGE_BYTES}",
+        ],
+        stdin=ctx.modern_plain,
+    )
+
+
+def naive_limit(ctx: Context) -> int:
+    """Events the seed producer sends: its rate is steady long before a whole modern hour."""
+    return min(ctx.modern_events, 2_000 if ctx.quick else 30_000)
+
+
+def _naive(ctx: Context, topic: str) -> None:
+    infra.run(
+        [
+            infra.BIN / "python",
+            PEERS / "naive_producer.py",
+            ctx.modern_gz,
+            topic,
+            infra.BOOTSTRAP,
+            str(naive_limit(ctx)),
+        ]
+    )
+
+
+def _measure(ctx: Context, produce: object, events: int | None = None) -> float:
+    """Events/s of one run of ``produce`` into a fresh topic, checked against the topic."""
+    events = ctx.modern_events if events is None else events
+
+    async def prepare() -> str:
+        name = infra.unique("ingest").replace("_", "-")
+        await infra.create_topics([name])
+        return name
+
+    topic = asyncio.run(prepare())
+    try:
+        started = time.perf_counter()
+        produce(ctx, topic)  # type: ignore[operator]
+        elapsed = time.perf_counter() - started
+        stored = asyncio.run(infra.topic_size(topic))
+        if stored != events:
+            raise AssertionError(f"{produce}: topic holds {stored} of {events}")
+        return events / elapsed
+    finally:
+        asyncio.run(infra.delete_topics([topic]))
+
+
+def run(ctx: Context) -> list[Result]:
+    log(f"stage 2 ingest: {ctx.modern_events} events")
+    values = alternate(
+        [
+            ("ghstream", lambda: _measure(ctx, _ghstream)),
+            ("kcat", lambda: _measure(ctx, _kcat)),
+            ("kafka-python", lambda: _measure(ctx, _naive, naive_limit(ctx))),
+        ],
+        reps=ctx.reps,
+        warmup=ctx.warmup,
+    )
+    label = f"modern {ctx.modern_events // 1000}k"
+    kcat = Result("2 ingest", f"kcat -P zstd ({label})", "events/s", values["kcat"])
+    naive = Result(
+        "2 ingest",
+        f"kafka-python seed producer ({label})",
+        "events/s",
+        values["kafka-python"],
+        note=f"first {naive_limit(ctx):,} events",
+    )
+    vs_kcat = Result(
+        "2 ingest",
+        f"ghstream ingest --archive ({label})",
+        "events/s",
+        values["ghstream"],
+        peer=kcat,
+        goal=">= 0.5x kcat (< 0.3x defect)",
+    )
+    vs_naive = Result(
+        "2 ingest",
+        f"ghstream ingest --archive ({label})",
+        "events/s",
+        values["ghstream"],
+        peer=naive,
+        goal=">= 3x seed",
+    )
+    vs_kcat.met = (vs_kcat.ratio() or 0) >= 0.5
+    vs_naive.met = (vs_naive.ratio() or 0) >= 3
+    return [vs_kcat, kcat, vs_naive, naive]
