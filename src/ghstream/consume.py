@@ -62,7 +62,7 @@ class ConsumerOptions:
     postgres_dsn: str = config.DEFAULT_POSTGRES_DSN
     mongo_url: str = config.DEFAULT_MONGO_URL
     mongo_db: str = config.DEFAULT_MONGO_DB
-    batch_max_records: int = 2000
+    batch_max_records: int = 5000
     batch_timeout_ms: int = 500
     until_idle_s: float | None = None
     """Exit once every assigned partition has been drained for this long."""

@@ -268,3 +268,22 @@ async def test_unreachable_stores_are_reported_as_unavailable() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ResourceWarning)
         gc.collect()
+
+
+async def test_an_event_bson_cannot_hold_is_kept_as_json_text(
+    mongo_url: str, mongo_db_name: str
+) -> None:
+    """A raw value past 64 bits (valid JSON, not valid BSON) must not fail the batch."""
+    huge = _event("9", payload={"size": 2**70})
+    fine = _event("10")
+
+    async with MongoSink(mongo_url, mongo_db_name, write_concurrency=1) as mongo:
+        result = await mongo.write_batch([(normalize(huge), huge), (normalize(fine), fine)])
+        doc = await mongo.collection.find_one({"_id": "9"})
+        other = await mongo.collection.find_one({"_id": "10"})
+
+    assert result.inserted == 2
+    assert doc is not None and other is not None
+    assert doc["raw"] is None
+    assert '"size":1180591620717411303424' in doc["raw_json"]
+    assert other["raw"] == fine

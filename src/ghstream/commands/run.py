@@ -185,7 +185,7 @@ def run(
     group: GroupOpt = "ghstream",
     until_idle: UntilIdleOpt = None,
     from_beginning: FromBeginningOpt = False,
-    batch_size: BatchSizeOpt = 2000,
+    batch_size: BatchSizeOpt = 5000,
     status: StatusOpt = True,
     as_json: JsonOpt = False,
 ) -> None:
