@@ -187,7 +187,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         # The batch in hand is stored and committed under this lock; waiting for it
         # means the next owner starts exactly after what this consumer stored.
         async with self.worker.batch_lock:
-            log.info("partitions revoked: %s", _names(revoked))
+            if revoked:
+                log.info("partitions revoked: %s", _names(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         worker = self.worker

@@ -97,3 +97,61 @@ def test_help_explains_the_flags(command: str) -> None:
     assert result.exit_code == 0
     for flag in ("--group", "--until-idle", "--from-beginning", "--postgres-dsn", "--json"):
         assert flag in result.output
+
+
+def _worker(stop):
+    from ghstream.consume import ConsumerOptions, _Worker
+
+    options = ConsumerOptions(retry_initial_s=0.01, retry_max_s=0.02)
+    return _Worker(options, stop, consumer=None, postgres=None, mongo=None, dead_letters=None)
+
+
+async def test_an_unavailable_store_is_retried_until_it_answers() -> None:
+    import asyncio
+
+    from ghstream.sinks import StoreUnavailable
+
+    worker = _worker(asyncio.Event())
+    answers = iter([StoreUnavailable("PostgreSQL", "refused"), StoreUnavailable("x", "y"), 42])
+
+    async def write() -> int:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert await worker._retrying(write) == 42
+    assert worker.summary.store_retries == 2
+
+
+async def test_a_stop_during_an_outage_abandons_the_batch_uncommitted() -> None:
+    import asyncio
+
+    from ghstream.sinks import StoreUnavailable
+
+    stop = asyncio.Event()
+    worker = _worker(stop)
+    calls = 0
+
+    async def write() -> int:
+        nonlocal calls
+        calls += 1
+        stop.set()
+        raise StoreUnavailable("MongoDB", "refused")
+
+    with pytest.raises(_StopRequested):
+        await worker._retrying(write)
+    assert calls == 1  # no retry once a stop was requested
+
+
+async def test_a_write_error_is_not_retried() -> None:
+    import asyncio
+
+    worker = _worker(asyncio.Event())
+
+    async def write() -> int:
+        raise StoreError("bad value")
+
+    with pytest.raises(StoreError, match="bad value"):
+        await worker._retrying(write)
+    assert worker.summary.store_retries == 0
