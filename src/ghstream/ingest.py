@@ -67,7 +67,7 @@ class IngestOptions:
     dry_run: bool = False
     strict: bool = False
     parse_workers: int | None = None
-    """Processes that parse archive lines; ``None`` picks one per spare core (at most
+    """Processes that parse large archive files; ``None`` picks cores minus two (at most
     :data:`MAX_PARSE_WORKERS`), 0 parses in this process."""
     # live mode (ghstream.github)
     api_url: str = DEFAULT_API_URL
@@ -301,12 +301,16 @@ async def _backfill(
     summary: IngestSummary,
 ) -> None:
     pipeline = _Pipeline(options, sink, stop, on_progress, summary, len(sources))
-    headers = {"User-Agent": f"ghstream/{__version__}"}
-    async with (
-        httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=True, headers=headers) as client,
-        _WorkerPool(options.parse_workers) as pool,
-    ):
-        pipeline.pool = pool
+    async with contextlib.AsyncExitStack() as stack:
+        client = None
+        if any(source.url is not None for source in sources):
+            # Only when needed: building the TLS context costs a noticeable fraction
+            # of a second, more than reading a small local file.
+            headers = {"User-Agent": f"ghstream/{__version__}"}
+            client = await stack.enter_async_context(
+                httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=True, headers=headers)
+            )
+        pipeline.pool = await stack.enter_async_context(_WorkerPool(options.parse_workers))
         try:
             for index, source in enumerate(sources):
                 if pipeline.done():
@@ -351,7 +355,9 @@ class _Pipeline:
     def done(self) -> bool:
         return self.stop.is_set() or self.summary.limit_reached or self.summary.output_closed
 
-    async def run_source(self, index: int, source: Source, client: httpx.AsyncClient) -> None:
+    async def run_source(
+        self, index: int, source: Source, client: httpx.AsyncClient | None
+    ) -> None:
         stats = FileStats(source.name)
         item = SourceSummary(source=source.name)
         self.summary.sources.append(item)
@@ -460,7 +466,9 @@ class _WorkerPool:
 
     def __init__(self, workers: int | None) -> None:
         if workers is None:
-            workers = min(MAX_PARSE_WORKERS, (os.cpu_count() or 1) - 1)
+            # Leave one core to this process (Kafka, gunzip) and one to everything else
+            # (the broker on a laptop): on 2 cores, measured, workers only slowed it down.
+            workers = min(MAX_PARSE_WORKERS, (os.cpu_count() or 1) - 2)
         self.workers = max(workers, 0)
         self._executor: ProcessPoolExecutor | None = None
 

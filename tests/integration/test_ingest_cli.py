@@ -103,8 +103,9 @@ async def test_publishes_to_kafka_and_reports_confirmed_counts(
     assert summary["sources"][0]["published"] == 7
 
 
+@pytest.mark.parametrize("workers", ["0", "1"])
 async def test_ctrl_c_flushes_and_every_confirmed_event_is_in_the_topic(
-    kafka_bootstrap: str, topic_factory: Any, tmp_path: Path
+    kafka_bootstrap: str, topic_factory: Any, tmp_path: Path, workers: str
 ) -> None:
     """1. start a long backfill; 2. once events reach the topic, SIGINT it;
     3. it exits 130 with a summary marked interrupted; 4. the topic holds exactly
@@ -116,6 +117,7 @@ async def test_ctrl_c_flushes_and_every_confirmed_event_is_in_the_topic(
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ghstream", "ingest", "--archive", str(big),
         "--topic", topic, "--bootstrap-servers", kafka_bootstrap, "--json",
+        "--parse-workers", workers,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT,
     )  # fmt: skip
 

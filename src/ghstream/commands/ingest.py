@@ -79,8 +79,8 @@ def ingest(
         typer.Option(
             "--parse-workers",
             min=0,
-            help="Processes that parse archive files over 4 MiB; default one per spare "
-            "CPU (at most 3), 0 parses in this process.",
+            help="Processes that parse archive files over 4 MiB; default CPUs minus 2 "
+            "(at most 3), 0 parses in this process.",
             rich_help_panel=_BACKFILL,
             show_default=False,
         ),
