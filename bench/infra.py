@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -165,6 +166,7 @@ class Run:
 
     wall_s: float
     max_rss_mb: float
+    """Peak RSS of the whole process tree (the command and its workers), sampled every 20 ms."""
     returncode: int
     stdout: str
     stderr: str
@@ -191,12 +193,15 @@ def run(
         process = subprocess.Popen(
             [str(part) for part in cmd], stdin=inp, stdout=out, stderr=err, env=full_env
         )
+        sampler = TreeRss(process.pid)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
+        sampler.stop()
         process.returncode = os.waitstatus_to_exitcode(status)
     result = Run(
         wall_s=wall,
-        max_rss_mb=usage.ru_maxrss / 1024,
+        # The kernel's peak for the main process is exact; the tree's sum is sampled.
+        max_rss_mb=max(usage.ru_maxrss / 1024, sampler.peak_mb),
         returncode=process.returncode,
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
@@ -208,6 +213,57 @@ def run(
             f"{' '.join(map(str, cmd))} exited {result.returncode}:\n{result.stderr[-3000:]}"
         )
     return result
+
+
+class TreeRss:
+    """Samples the summed RSS of a process and its descendants in a thread.
+
+    ``wait4`` reports one process's peak, and ``ghstream ingest`` may parse in
+    worker processes: the memory a user sees is the tree's.
+    """
+
+    def __init__(self, pid: int, interval_s: float = 0.02) -> None:
+        self.pid = pid
+        self.peak_mb = 0.0
+        self._interval_s = interval_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._done.wait(self._interval_s):
+            self.peak_mb = max(self.peak_mb, _tree_rss_kb(self.pid) / 1024)
+
+
+def _tree_rss_kb(root: int) -> int:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    total = 0
+    for pid in tree:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
 
 
 def ghstream(*args: str | os.PathLike[str]) -> list[str | os.PathLike[str]]:

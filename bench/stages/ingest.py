@@ -69,7 +69,7 @@ def _kcat(ctx: Context, topic: str) -> None:
 
 def naive_limit(ctx: Context) -> int:
     """Events the seed producer sends: its rate is steady long before a whole modern hour."""
-    return min(ctx.modern_events, 2_000 if ctx.quick else 30_000)
+    return min(ctx.modern_events, 2_000 if ctx.quick else 15_000)
 
 
 def _naive(ctx: Context, topic: str) -> None:
