@@ -427,7 +427,7 @@ _RANK_REPOS = f"""
 WITH g AS (
     SELECT repo_key, {_REPO_SUMS}
     FROM agg_repo_hour
-    WHERE bucket >= $1 AND bucket < $2 AND ($4::text[] IS NULL OR repo_key = ANY($4::text[]))
+    WHERE bucket >= $1 AND bucket < $2 {{keys}}
     GROUP BY repo_key
 ),
 w AS (
@@ -447,8 +447,11 @@ LIMIT $3
 _REPO_TOTALS = """
 SELECT coalesce(sum(events), 0) AS events, coalesce(sum(pushes_unknown), 0) AS unknown
 FROM agg_repo_hour
-WHERE bucket >= $1 AND bucket < $2 AND ($3::text[] IS NULL OR repo_key = ANY($3::text[]))
+WHERE bucket >= $1 AND bucket < $2 {keys}
 """
+# A separate statement per case: "($n IS NULL OR repo_key = ANY($n))" hides the
+# (repo_key, bucket) index from the planner once the plan is generic.
+_KEYS = {True: "", False: "AND repo_key = ANY(${n}::text[])"}
 _REPO_ACTORS = """
 SELECT repo_key, count(DISTINCT actor_login) AS actors
 FROM events
@@ -474,10 +477,13 @@ async def top_repos(
     window = window.aligned("hour")
     keys = await repo_keys(conn, repo=repo, org=org)
     eligible = "pushes > 0" if by == "commits" else "events > 0"
-    sql = _RANK_REPOS.format(metric=by, eligible=eligible)
+    sql = _RANK_REPOS.format(metric=by, eligible=eligible, keys=_KEYS[keys is None].format(n=4))
+    extra = () if keys is None else (keys,)
 
-    rows = await conn.fetch(sql, window.start, window.end, limit, keys)
-    totals = await conn.fetchrow(_REPO_TOTALS, window.start, window.end, keys)
+    rows = await conn.fetch(sql, window.start, window.end, limit, *extra)
+    totals = await conn.fetchrow(
+        _REPO_TOTALS.format(keys=_KEYS[keys is None].format(n=3)), window.start, window.end, *extra
+    )
     actors: dict[str, int] = {}
     if rows:
         found = await conn.fetch(
