@@ -27,6 +27,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"ghstream {__version__}")
@@ -37,7 +38,9 @@ def _version(value: bool) -> None:
 def _root(
     verbose: Annotated[
         int,
-        typer.Option("--verbose", "-v", count=True, help="More log output; twice for libraries too."),
+        typer.Option(
+            "--verbose", "-v", count=True, help="More log output; twice for libraries too."
+        ),
     ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,
     version: Annotated[

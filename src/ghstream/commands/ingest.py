@@ -233,7 +233,8 @@ async def _run(options: IngestOptions, *, show_progress: bool) -> IngestSummary:
 
 
 def exit_code(summary: IngestSummary, *, strict: bool) -> int:
-    """0 on success; 130 when interrupted; 1 when nothing was published, on errors, or strict."""
+    """0 on success; 130 when interrupted; 1 on errors, under --strict, or when a backfill
+    published nothing it was asked to (a quiet live poll that found no new event is success)."""
     if summary.interrupted:
         return EXIT_INTERRUPTED
     if summary.errors or summary.failed:
@@ -242,7 +243,10 @@ def exit_code(summary: IngestSummary, *, strict: bool) -> int:
         return EXIT_FAILURE
     if summary.output_closed:
         return EXIT_OK
-    return EXIT_OK if summary.published > 0 else EXIT_FAILURE
+    if summary.mode == "live" or summary.published > 0:
+        return EXIT_OK
+    wanted = summary.read - summary.filtered
+    return EXIT_FAILURE if wanted > 0 or summary.read == 0 else EXIT_OK
 
 
 class _ProgressDisplay:
