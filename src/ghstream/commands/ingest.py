@@ -16,7 +16,7 @@ from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ghstream.commands._common import run_async, stderr
+from ghstream.commands._common import report_error, run_async, stderr
 from ghstream.config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, BootstrapOpt, JsonOpt, TopicOpt
 from ghstream.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from ghstream.ingest import (
@@ -33,32 +33,130 @@ _LIVE = "Live (Events API)"
 _TOPIC = "Topic"
 
 
+# Flags shared with `ghstream run`, so both spell them the same way.
+ArchiveOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--archive",
+        metavar="SOURCE",
+        help=(
+            "Backfill instead of polling. SOURCE is a .json.gz/.json file, a directory, "
+            "an http(s) URL, a GH Archive hour (2015-01-01-12) or a range of hours "
+            "(2015-01-01-0..2015-01-01-23). Repeatable."
+        ),
+        rich_help_panel=_BACKFILL,
+    ),
+]
+
+TypesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--types",
+        metavar="TYPE,...",
+        help="Publish only these event types, e.g. PushEvent,PullRequestEvent.",
+    ),
+]
+
+LimitOpt = Annotated[
+    int | None,
+    typer.Option("--limit", min=0, help="Stop after publishing this many events."),
+]
+
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Exit 1 if any line was bad, repaired, or a gzip file was truncated.",
+        rich_help_panel=_BACKFILL,
+    ),
+]
+
+RepoOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--repo",
+        metavar="OWNER/NAME",
+        help="Poll this repository's events. Repeatable.",
+        rich_help_panel=_LIVE,
+    ),
+]
+
+OrgOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--org", help="Poll this organisation's events. Repeatable.", rich_help_panel=_LIVE
+    ),
+]
+
+UserOpt = Annotated[
+    list[str] | None,
+    typer.Option("--user", help="Poll this user's events. Repeatable.", rich_help_panel=_LIVE),
+]
+
+WatchFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--watch-file",
+        help="File with one owner/name, org:NAME or user:LOGIN per line to poll.",
+        rich_help_panel=_LIVE,
+    ),
+]
+
+ApiUrlOpt = Annotated[
+    str,
+    typer.Option(
+        "--api-url",
+        envvar="GHSTREAM_GITHUB_API_URL",
+        help="GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).",
+        rich_help_panel=_LIVE,
+    ),
+]
+
+TokenFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        help="File holding GitHub tokens (comma or line separated); default $GITHUB_TOKEN.",
+        rich_help_panel=_LIVE,
+    ),
+]
+
+MinIntervalOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-interval",
+        min=0.0,
+        metavar="SECONDS",
+        help="Poll each feed at this interval instead of GitHub's X-Poll-Interval.",
+        rich_help_panel=_LIVE,
+    ),
+]
+
+PartitionsOpt = Annotated[
+    int,
+    typer.Option(
+        "--partitions",
+        min=1,
+        help="Partitions of a topic created at start-up.",
+        rich_help_panel=_TOPIC,
+    ),
+]
+
+ReplicationFactorOpt = Annotated[
+    int,
+    typer.Option(
+        "--replication-factor",
+        min=1,
+        help="Replicas of a topic created at start-up (3 on a 3-broker cluster).",
+        rich_help_panel=_TOPIC,
+    ),
+]
+
+
 def ingest(
-    archive: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--archive",
-            metavar="SOURCE",
-            help=(
-                "Backfill instead of polling. SOURCE is a .json.gz/.json file, a directory, "
-                "an http(s) URL, a GH Archive hour (2015-01-01-12) or a range of hours "
-                "(2015-01-01-0..2015-01-01-23). Repeatable."
-            ),
-            rich_help_panel=_BACKFILL,
-        ),
-    ] = None,
-    types: Annotated[
-        str | None,
-        typer.Option(
-            "--types",
-            metavar="TYPE,...",
-            help="Publish only these event types, e.g. PushEvent,PullRequestEvent.",
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option("--limit", min=0, help="Stop after publishing this many events."),
-    ] = None,
+    archive: ArchiveOpt = None,
+    types: TypesOpt = None,
+    limit: LimitOpt = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -66,14 +164,7 @@ def ingest(
             help="Print one JSON envelope per event on stdout and touch no broker.",
         ),
     ] = False,
-    strict: Annotated[
-        bool,
-        typer.Option(
-            "--strict",
-            help="Exit 1 if any line was bad, repaired, or a gzip file was truncated.",
-            rich_help_panel=_BACKFILL,
-        ),
-    ] = False,
+    strict: StrictOpt = False,
     parse_workers: Annotated[
         int | None,
         typer.Option(
@@ -85,60 +176,13 @@ def ingest(
             show_default=False,
         ),
     ] = None,
-    repo: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--repo",
-            metavar="OWNER/NAME",
-            help="Poll this repository's events. Repeatable.",
-            rich_help_panel=_LIVE,
-        ),
-    ] = None,
-    org: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--org", help="Poll this organisation's events. Repeatable.", rich_help_panel=_LIVE
-        ),
-    ] = None,
-    user: Annotated[
-        list[str] | None,
-        typer.Option("--user", help="Poll this user's events. Repeatable.", rich_help_panel=_LIVE),
-    ] = None,
-    watch_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--watch-file",
-            help="File with one owner/name, org:NAME or user:LOGIN per line to poll.",
-            rich_help_panel=_LIVE,
-        ),
-    ] = None,
-    api_url: Annotated[
-        str,
-        typer.Option(
-            "--api-url",
-            envvar="GHSTREAM_GITHUB_API_URL",
-            help="GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).",
-            rich_help_panel=_LIVE,
-        ),
-    ] = DEFAULT_API_URL,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--token-file",
-            help="File holding GitHub tokens (comma or line separated); default $GITHUB_TOKEN.",
-            rich_help_panel=_LIVE,
-        ),
-    ] = None,
-    min_interval: Annotated[
-        float | None,
-        typer.Option(
-            "--min-interval",
-            min=0.0,
-            metavar="SECONDS",
-            help="Poll each feed at this interval instead of GitHub's X-Poll-Interval.",
-            rich_help_panel=_LIVE,
-        ),
-    ] = None,
+    repo: RepoOpt = None,
+    org: OrgOpt = None,
+    user: UserOpt = None,
+    watch_file: WatchFileOpt = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    token_file: TokenFileOpt = None,
+    min_interval: MinIntervalOpt = None,
     once: Annotated[
         bool,
         typer.Option("--once", help="Poll every feed once, then exit.", rich_help_panel=_LIVE),
@@ -146,24 +190,8 @@ def ingest(
     json_out: JsonOpt = False,
     bootstrap: BootstrapOpt = DEFAULT_BOOTSTRAP,
     topic: TopicOpt = DEFAULT_TOPIC,
-    partitions: Annotated[
-        int,
-        typer.Option(
-            "--partitions",
-            min=1,
-            help="Partitions of a topic created at start-up.",
-            rich_help_panel=_TOPIC,
-        ),
-    ] = 6,
-    replication_factor: Annotated[
-        int,
-        typer.Option(
-            "--replication-factor",
-            min=1,
-            help="Replicas of a topic created at start-up (3 on a 3-broker cluster).",
-            rich_help_panel=_TOPIC,
-        ),
-    ] = 1,
+    partitions: PartitionsOpt = 6,
+    replication_factor: ReplicationFactorOpt = 1,
 ) -> None:
     """Publish GitHub events to Kafka: poll the Events API, or backfill GH Archive with --archive.
 
@@ -185,13 +213,17 @@ def ingest(
     source failed, or when --strict saw a bad line; 3 when Kafka is unreachable;
     130 when interrupted.
     """
+    try:
+        event_types = parse_types(types)
+    except ConfigError as exc:
+        raise report_error(exc) from exc
     options = IngestOptions(
         bootstrap=bootstrap,
         topic=topic,
         partitions=partitions,
         replication_factor=replication_factor,
         archive=tuple(archive or ()),
-        types=_parse_types(types),
+        types=event_types,
         limit=limit,
         dry_run=dry_run,
         strict=strict,
@@ -214,7 +246,8 @@ def ingest(
     raise typer.Exit(code=exit_code(summary, strict=strict))
 
 
-def _parse_types(text: str | None) -> tuple[str, ...]:
+def parse_types(text: str | None) -> tuple[str, ...]:
+    """The --types list, without blanks or repeats; ConfigError when it names nothing."""
     if text is None:
         return ()
     types = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
@@ -234,7 +267,7 @@ async def _run(options: IngestOptions, *, show_progress: bool) -> IngestSummary:
 
 def exit_code(summary: IngestSummary, *, strict: bool) -> int:
     """0 on success; 130 when interrupted; 1 on errors, under --strict, or when a backfill
-    published nothing it was asked to (a quiet live poll that found no new event is success)."""
+    published nothing."""
     if summary.interrupted:
         return EXIT_INTERRUPTED
     if summary.errors or summary.failed:
@@ -243,10 +276,9 @@ def exit_code(summary: IngestSummary, *, strict: bool) -> int:
         return EXIT_FAILURE
     if summary.output_closed:
         return EXIT_OK
-    if summary.mode == "live" or summary.published > 0:
-        return EXIT_OK
-    wanted = summary.read - summary.filtered
-    return EXIT_FAILURE if wanted > 0 or summary.read == 0 else EXIT_OK
+    # A quiet live poll is success; a backfill that published nothing (a --types typo,
+    # an empty source) is not.
+    return EXIT_OK if summary.mode == "live" or summary.published > 0 else EXIT_FAILURE
 
 
 class _ProgressDisplay:

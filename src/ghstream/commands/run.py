@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
 import typer
@@ -21,6 +20,22 @@ from ghstream.commands.consume import (
     UntilIdleOpt,
     print_summary,
 )
+from ghstream.commands.ingest import (
+    ApiUrlOpt,
+    ArchiveOpt,
+    LimitOpt,
+    MinIntervalOpt,
+    OrgOpt,
+    PartitionsOpt,
+    ReplicationFactorOpt,
+    RepoOpt,
+    StrictOpt,
+    TokenFileOpt,
+    TypesOpt,
+    UserOpt,
+    WatchFileOpt,
+    parse_types,
+)
 from ghstream.commands.ingest import exit_code as ingest_exit_code
 from ghstream.config import BootstrapOpt, JsonOpt, MongoDbOpt, MongoUrlOpt, PostgresOpt, TopicOpt
 from ghstream.consume import ConsumerOptions, ConsumeSummary, run_consumer
@@ -29,9 +44,6 @@ from ghstream.ingest import DEFAULT_API_URL, IngestOptions, IngestSummary, run_i
 from ghstream.lifecycle import handle_signals
 
 log = logging.getLogger(__name__)
-
-_BACKFILL = "Backfill (--archive)"
-_LIVE = "Live (Events API)"
 
 
 class TaskFailed(GhstreamError):
@@ -95,88 +107,19 @@ async def run_both(
 
 
 def run(
-    archive: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--archive",
-            metavar="SOURCE",
-            help=(
-                "Backfill instead of polling: a .json.gz/.json file, a directory, a URL, "
-                "a GH Archive hour (2015-01-01-12) or a range of hours. Repeatable."
-            ),
-            rich_help_panel=_BACKFILL,
-        ),
-    ] = None,
-    types: Annotated[
-        str | None,
-        typer.Option(
-            "--types", metavar="TYPE,...", help="Publish only these event types, e.g. PushEvent."
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option("--limit", min=0, help="Stop ingesting after publishing this many events."),
-    ] = None,
-    strict: Annotated[
-        bool,
-        typer.Option(
-            "--strict",
-            help="Exit 1 if any archive line was bad or repaired.",
-            rich_help_panel=_BACKFILL,
-        ),
-    ] = False,
-    repo: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--repo",
-            metavar="OWNER/NAME",
-            help="Poll this repository's events.",
-            rich_help_panel=_LIVE,
-        ),
-    ] = None,
-    org: Annotated[
-        list[str] | None,
-        typer.Option("--org", help="Poll this organisation's events.", rich_help_panel=_LIVE),
-    ] = None,
-    user: Annotated[
-        list[str] | None,
-        typer.Option("--user", help="Poll this user's events.", rich_help_panel=_LIVE),
-    ] = None,
-    watch_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--watch-file",
-            help="File with one owner/name, org:NAME or user:LOGIN per line to poll.",
-            rich_help_panel=_LIVE,
-        ),
-    ] = None,
-    api_url: Annotated[
-        str,
-        typer.Option(
-            "--api-url",
-            envvar="GHSTREAM_GITHUB_API_URL",
-            help="GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).",
-            rich_help_panel=_LIVE,
-        ),
-    ] = DEFAULT_API_URL,
-    token_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--token-file",
-            help="File holding GitHub tokens; default $GITHUB_TOKEN.",
-            rich_help_panel=_LIVE,
-        ),
-    ] = None,
-    min_interval: Annotated[
-        float | None,
-        typer.Option(
-            "--min-interval",
-            min=0.0,
-            metavar="SECONDS",
-            help="Poll each feed at this interval instead of GitHub's X-Poll-Interval.",
-            rich_help_panel=_LIVE,
-        ),
-    ] = None,
+    archive: ArchiveOpt = None,
+    types: TypesOpt = None,
+    limit: LimitOpt = None,
+    strict: StrictOpt = False,
+    repo: RepoOpt = None,
+    org: OrgOpt = None,
+    user: UserOpt = None,
+    watch_file: WatchFileOpt = None,
+    api_url: ApiUrlOpt = DEFAULT_API_URL,
+    token_file: TokenFileOpt = None,
+    min_interval: MinIntervalOpt = None,
+    partitions: PartitionsOpt = 6,
+    replication_factor: ReplicationFactorOpt = 1,
     bootstrap: BootstrapOpt = config.DEFAULT_BOOTSTRAP,
     topic: TopicOpt = config.DEFAULT_TOPIC,
     postgres_dsn: PostgresOpt = config.DEFAULT_POSTGRES_DSN,
@@ -201,12 +144,14 @@ def run(
         ghstream run --archive 2015-01-01-12 --until-idle 5
     """
     try:
-        event_types = _parse_types(types)
+        event_types = parse_types(types)
     except ConfigError as exc:
         raise report_error(exc) from exc
     ingest_options = IngestOptions(
         bootstrap=bootstrap,
         topic=topic,
+        partitions=partitions,
+        replication_factor=replication_factor,
         archive=tuple(archive or ()),
         types=event_types,
         limit=limit,
@@ -237,15 +182,6 @@ def run(
     if code == EXIT_INTERRUPTED:
         code = 0  # a Ctrl-C that both tasks honoured is a clean stop for `run`
     raise typer.Exit(code=code)
-
-
-def _parse_types(text: str | None) -> tuple[str, ...]:
-    if text is None:
-        return ()
-    types = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    if not types:
-        raise ConfigError("--types needs at least one event type, e.g. PushEvent")
-    return types
 
 
 def _print(
