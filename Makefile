@@ -23,7 +23,7 @@ DEMO_ARCHIVE_SHARED := $(SHARED_DATA)/gharchive/$(DEMO_HOUR).json.gz
 DEMO_ARCHIVE_LOCAL := .local/data/$(DEMO_HOUR).json.gz
 DEMO_ARCHIVE_URL := https://data.gharchive.org/$(DEMO_HOUR).json.gz
 
-.PHONY: help install services services-down services-status test lint demo bench bench-quick clean chromium
+.PHONY: help install services services-down services-status test lint demo bench bench-quick clean chromium compose-cli
 
 help:
 	@echo "make install | services | services-down | services-status | test | lint | demo"
@@ -63,7 +63,16 @@ chromium:
 			|| echo "warning: could not install chromium: the browser test will be skipped" >&2; \
 	fi
 
-test: install services chromium
+# `docker compose config` checks compose.yaml in the tests. Without a Docker engine or the
+# compose plugin, Debian's docker-compose (v1) parses the same file.
+compose-cli:
+	@if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then \
+		echo "Installing Debian's docker-compose (to check compose.yaml)"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; } \
+			|| echo "warning: could not install docker-compose: the compose check will be skipped" >&2; \
+	fi
+
+test: install services chromium compose-cli
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install
