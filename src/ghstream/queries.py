@@ -19,17 +19,22 @@ stable and reproducible outside PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import asyncpg
 
+from ghstream import ranking
 from ghstream.errors import StartupError
 from ghstream.logs import redact
 from ghstream.resolution import RESOLVED
 from ghstream.timewindow import Granularity, Window
+
+log = logging.getLogger(__name__)
 
 #: The shared account GitHub shows for deleted users; never ranked.
 GHOST = "ghost"
@@ -358,12 +363,19 @@ async def top_contributors(
     source = _ACTORS_FROM_HOURS if keys is None else _ACTORS_FROM_EVENTS
     args = (window.start, window.end, include_bots, excluded, keys)
 
-    rows = await conn.fetch(_RANK_ACTORS.format(source=source), *args, limit)
-    if rows:
-        events, unknown = int(rows[0]["total_events"]), int(rows[0]["total_unknown"])
+    ranked = None
+    if keys is None:
+        span = (conn, window.start, window.end)
+        ranked = await _fast(
+            partial(
+                ranking.top_actors, *span, limit=limit, include_bots=include_bots, excluded=excluded
+            ),
+            partial(ranking.actor_coverage, *span, include_bots=include_bots, excluded=excluded),
+        )
+    if ranked is not None:
+        rows, (events, unknown) = ranked
     else:
-        totals = await conn.fetchrow(_TOTALS_ACTORS.format(source=source), *args)
-        events, unknown = int(totals["events"]), int(totals["unknown"])
+        rows, events, unknown = await _scan_actors(conn, source, args, limit)
 
     touched: dict[str, int] = {}
     if keys is None and rows:
@@ -382,6 +394,36 @@ async def top_contributors(
         notes=_filter_notes(keys, repo, org),
     )
     return Report("contributors", coverage, result)
+
+
+async def _scan_actors(
+    conn: Queryable, source: str, args: tuple[Any, ...], limit: int
+) -> tuple[list[Any], int, int]:
+    rows = await conn.fetch(_RANK_ACTORS.format(source=source), *args, limit)
+    if rows:
+        return rows, int(rows[0]["total_events"]), int(rows[0]["total_unknown"])
+    totals = await conn.fetchrow(_TOTALS_ACTORS.format(source=source), *args)
+    return rows, int(totals["events"]), int(totals["unknown"])
+
+
+async def _fast(
+    rows: Callable[[], Awaitable[list[Any] | None]],
+    totals: Callable[[], Awaitable[tuple[int, int]]],
+) -> tuple[list[Any], tuple[int, int]] | None:
+    """A ranking from the hourly leaders (:mod:`ghstream.ranking`), or ``None`` to scan.
+
+    ``None`` when the leaders did not settle the ranking, or when the database
+    predates migration 003 (a consumer of this version applies it on start).
+    """
+    try:
+        ranked = await rows()
+        return None if ranked is None else (ranked, await totals())
+    except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+        log.warning(
+            "the database lacks migration 003 (ranking indexes), so every hour is summed: "
+            "start `ghstream consume` of this version once to apply it"
+        )
+        return None
 
 
 def _contributor(rank: int, row: Any, touched: dict[str, int]) -> ContributorRow:
@@ -441,7 +483,7 @@ cut AS (
 SELECT w.*, coalesce(r.repo_name, w.repo_key) AS repo_name
 FROM w LEFT JOIN repos AS r USING (repo_key)
 WHERE w.{{metric}} >= coalesce((SELECT v FROM cut), 0)
-ORDER BY w.{{metric}} DESC, repo_name COLLATE "C", w.repo_key COLLATE "C"
+ORDER BY w.{{metric}} DESC, coalesce(r.repo_name, w.repo_key) COLLATE "C", w.repo_key COLLATE "C"
 LIMIT $3
 """
 _REPO_TOTALS = """
@@ -480,10 +522,23 @@ async def top_repos(
     sql = _RANK_REPOS.format(metric=by, eligible=eligible, keys=_KEYS[keys is None].format(n=4))
     extra = () if keys is None else (keys,)
 
-    rows = await conn.fetch(sql, window.start, window.end, limit, *extra)
-    totals = await conn.fetchrow(
-        _REPO_TOTALS.format(keys=_KEYS[keys is None].format(n=3)), window.start, window.end, *extra
-    )
+    ranked = None
+    if keys is None:
+        ranked = await _fast(
+            partial(ranking.top_repositories, conn, window.start, window.end, limit=limit, by=by),
+            partial(ranking.repo_coverage, conn, window.start, window.end),
+        )
+    if ranked is not None:
+        rows, (events, unknown) = ranked
+    else:
+        rows = await conn.fetch(sql, window.start, window.end, limit, *extra)
+        totals = await conn.fetchrow(
+            _REPO_TOTALS.format(keys=_KEYS[keys is None].format(n=3)),
+            window.start,
+            window.end,
+            *extra,
+        )
+        events, unknown = int(totals["events"]), int(totals["unknown"])
     actors: dict[str, int] = {}
     if rows:
         found = await conn.fetch(
@@ -505,9 +560,9 @@ async def top_repos(
         conn,
         window,
         "hour",
-        events=int(totals["events"]),
+        events=events,
         newest=newest,
-        pushes_unknown=int(totals["unknown"]),
+        pushes_unknown=unknown,
         notes=_filter_notes(keys, repo, org),
     )
     return Report("commits" if by == "commits" else "repos", coverage, result)
@@ -518,13 +573,13 @@ async def top_repos(
 _TYPES_FROM_MINUTES = """
 SELECT {bucket} AS bucket, type, sum(events)::bigint AS events
 FROM agg_type_minute
-WHERE bucket >= $1 AND bucket < $2 AND ($3::text IS NULL OR type = $3)
+WHERE bucket >= $1 AND bucket < $2 AND ($3::text[] IS NULL OR type = ANY($3::text[]))
 GROUP BY 1, type
 """
 _TYPES_FROM_EVENTS = """
 SELECT {bucket} AS bucket, type, count(*) AS events
 FROM events
-WHERE created_at >= $1 AND created_at < $2 AND ($3::text IS NULL OR type = $3)
+WHERE created_at >= $1 AND created_at < $2 AND ($3::text[] IS NULL OR type = ANY($3::text[]))
   AND repo_key = ANY($4::text[])
 GROUP BY 1, type
 """
@@ -543,14 +598,20 @@ async def _type_counts(
     window: Window,
     *,
     per: Granularity | None,
-    event_type: str | None,
+    types: list[str] | None,
     keys: list[str] | None,
 ) -> list[Any]:
     if keys is None:
         sql = _TYPES_FROM_MINUTES.format(bucket=_BUCKETS[("minutes", per)])
-        return await conn.fetch(sql, window.start, window.end, event_type)
+        return await conn.fetch(sql, window.start, window.end, types)
     sql = _TYPES_FROM_EVENTS.format(bucket=_BUCKETS[("events", per)])
-    return await conn.fetch(sql, window.start, window.end, event_type, keys)
+    return await conn.fetch(sql, window.start, window.end, types, keys)
+
+
+def _wanted_types(event_type: str | None, types: Sequence[str] | None) -> list[str] | None:
+    """The types to keep, or ``None`` for all (no type given, or an empty ``types``)."""
+    wanted = [*(types or ()), *((event_type,) if event_type is not None else ())]
+    return sorted(set(wanted)) or None
 
 
 async def event_types(
@@ -565,7 +626,8 @@ async def event_types(
     """Events per type in ``window`` (whole minutes), most frequent first, then by name."""
     window = window.aligned("minute")
     keys = await repo_keys(conn, repo=repo, org=org)
-    rows = await _type_counts(conn, window, per=None, event_type=event_type, keys=keys)
+    wanted = _wanted_types(event_type, None)
+    rows = await _type_counts(conn, window, per=None, types=wanted, keys=keys)
 
     counts = sorted(
         ((row["type"], int(row["events"])) for row in rows), key=lambda tc: (-tc[1], tc[0])
@@ -587,14 +649,20 @@ async def frequency(
     *,
     per: Granularity = "minute",
     event_type: str | None = None,
+    types: Sequence[str] | None = None,
     repo: str | None = None,
     org: str | None = None,
     newest: datetime | None = None,
 ) -> Report[FrequencyPoint]:
-    """Events per ``per`` (UTC minute or hour of ``created_at``) and type, in time order."""
+    """Events per ``per`` (UTC minute or hour of ``created_at``) and type, in time order.
+
+    ``types`` keeps those event types only (``None`` or empty: every type);
+    ``event_type`` is one more, for callers that filter by a single type.
+    """
     window = window.aligned(per)
     keys = await repo_keys(conn, repo=repo, org=org)
-    rows = await _type_counts(conn, window, per=per, event_type=event_type, keys=keys)
+    wanted = _wanted_types(event_type, types)
+    rows = await _type_counts(conn, window, per=per, types=wanted, keys=keys)
 
     points = sorted(
         (FrequencyPoint(row["bucket"], row["type"], int(row["events"])) for row in rows),
