@@ -55,7 +55,7 @@ MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 _RECORD_OVERHEAD_BYTES = 64 * 1024
 """Room kept for the key, headers and batch framing when trimming a large event."""
 COMPRESSION = "zstd"
-"""Measured on the 2015-01-01-12 hour; see docs/model.md for the numbers."""
+"""Measured on the 2015-01-01-12 hour; the README's wire format section gives the numbers."""
 TOPIC_READY_TIMEOUT_S = 30.0
 BOOTSTRAP_HINT = "check --bootstrap-servers / GHSTREAM_KAFKA_BOOTSTRAP, or run `make services`"
 _HEADER_REASON = "ghstream-reason"

@@ -2,7 +2,7 @@
 
 Tables fit the console width: each column has a priority, and the
 lowest-priority columns are dropped until the rest fit. JSON and CSV carry
-every field, with the names documented in ``docs/analytics.md``:
+every field, with the names documented in README.md (``ghstream top``, Output fields):
 
 * JSON: ``{"version": 1, "view", "coverage": {...}, "rows": [...]}``;
 * CSV: a header line and one line per row, the row fields only (the coverage

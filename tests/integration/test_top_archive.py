@@ -4,7 +4,7 @@ Each GH Archive hour (and the Events API recordings, deduplicated) is stored
 the way the pipeline stores it (``normalize`` + ``PostgresSink``), aggregated
 with ``run_aggregate``, and read back through ``ghstream.queries`` as the
 ``--json`` output. The expected values are computed in this file with plain
-JSON parsing, under the definitions of docs/analytics.md; ghstream's model is
+JSON parsing, under the analytics definitions of README.md; ghstream's model is
 not used for them.
 
 Rankings are compared in full, ties included: count descending, then name in

@@ -1,4 +1,4 @@
-"""The definitions of docs/analytics.md on small inputs written for each case."""
+"""The analytics definitions of README.md on small inputs written for each case."""
 
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def aggregate(
     Each run aggregates only the events stored since the previous one, and
     recomputes the hours, days, weeks and issues they touch, so late events are
     counted where they belong. Running it twice changes nothing. Results feed
-    `ghstream top --resolution` and the per-day tables in docs/analytics.md.
+    `ghstream top --resolution` and the per-day tables listed in README.md.
 
         ghstream aggregate
         ghstream aggregate --every 5m

@@ -1,6 +1,6 @@
 -- Ranking: what lets `ghstream top --contributors`, `--repos` and `--commits` answer over a
 -- day of hourly buckets without summing every one of them (see "How rankings are computed"
--- in docs/analytics.md).
+-- in README.md).
 --
 -- 1. Each hour's leaders come from one short index scan per hour: (bucket, rank value DESC).
 -- 2. The candidates' exact totals come from index lookups by key: (key, bucket).
