@@ -261,7 +261,7 @@ def top(
         bool,
         typer.Option(
             "--include-bots",
-            help="Rank bots too ([bot] logins and --bots-file); `ghost` never is.",
+            help="Rank bots too (\\[bot] logins and --bots-file); `ghost` never is.",
             rich_help_panel=_FILTERS,
         ),
     ] = False,
@@ -287,7 +287,7 @@ def top(
     as_json: Annotated[
         bool,
         typer.Option(
-            "--json", help="JSON on stdout (fields: docs/analytics.md).", rich_help_panel=_OUTPUT
+            "--json", help="JSON on stdout (fields: see README.md).", rich_help_panel=_OUTPUT
         ),
     ] = False,
     as_csv: Annotated[
