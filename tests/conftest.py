@@ -18,6 +18,7 @@ under ``CI=true`` they fail instead, so a broken setup cannot pass as "all skipp
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import uuid
@@ -54,6 +55,18 @@ def unique_name(prefix: str, request: pytest.FixtureRequest, *, max_len: int = 6
 
 def masked(dsn: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", dsn)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Any:
+    """Undo what a command run in-process (CliRunner) did to the root logger: its handler
+    writes to a stream that is closed once the test ends."""
+    root, ours = logging.getLogger(), logging.getLogger("ghstream")
+    handlers, levels = list(root.handlers), (root.level, ours.level)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(levels[0])
+    ours.setLevel(levels[1])
 
 
 # --- Kafka ---------------------------------------------------------------------------------

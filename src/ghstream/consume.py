@@ -184,6 +184,9 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # A rebalance has begun: until the new assignment arrives this member holds no
+        # partitions, which must not pass for a drained topic (--until-idle).
+        self.worker.rebalancing = True
         # The batch in hand is stored and committed under this lock; waiting for it
         # means the next owner starts exactly after what this consumer stored.
         async with self.worker.batch_lock:
@@ -193,6 +196,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         worker = self.worker
         worker.assigned_once = True
+        worker.rebalancing = False
         log.info("partitions assigned: %s", _names(assigned) or "none")
         if worker.options.from_beginning:
             fresh = [tp for tp in assigned if tp not in worker.rewound]
@@ -243,6 +247,7 @@ class _Worker:
         self.summary = ConsumeSummary()
         self.batch_lock = asyncio.Lock()
         self.assigned_once = False
+        self.rebalancing = False
         self.rewound: set[TopicPartition] = set()
         self.idle_since: float | None = None
 
@@ -387,9 +392,11 @@ class _Worker:
         return lag
 
     async def _drained(self) -> bool:
+        if self.rebalancing:
+            return False
         partitions = self.consumer.assignment()
         if not partitions:
-            return True
+            return True  # assigned none: more members than partitions
         try:
             ends = await self.consumer.end_offsets(list(partitions))
             for tp in partitions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import namedtuple
 from datetime import UTC, datetime
 
@@ -13,9 +14,12 @@ from typer.testing import CliRunner
 from ghstream import wire
 from ghstream.cli import app
 from ghstream.consume import (
+    ConsumerOptions,
     ConsumeSummary,
     _first_failure,
+    _Rebalance,
     _StopRequested,
+    _Worker,
     decode_batch,
     format_status,
 )
@@ -155,3 +159,26 @@ async def test_a_write_error_is_not_retried() -> None:
     with pytest.raises(StoreError, match="bad value"):
         await worker._retrying(write)
     assert worker.summary.store_retries == 0
+
+
+class _UnassignedConsumer:
+    """What aiokafka's consumer shows between a revocation and the next assignment."""
+
+    def assignment(self) -> set[TopicPartition]:
+        return set()
+
+
+async def test_until_idle_does_not_count_a_rebalance_as_a_drained_topic() -> None:
+    """A member waiting for its partitions during a rebalance holds none; it must not
+    exit for --until-idle then, or it leaves its share to the others (seen with two
+    consumers whose rebalance waited for a slow batch)."""
+    options = ConsumerOptions(until_idle_s=0)
+    worker = _Worker(options, asyncio.Event(), _UnassignedConsumer(), None, None, None)  # type: ignore[arg-type]
+    listener = _Rebalance(worker)
+    await listener.on_partitions_assigned({TopicPartition("t", 0)})
+
+    await listener.on_partitions_revoked({TopicPartition("t", 0)})
+
+    assert not await worker._idle_long_enough()
+    await listener.on_partitions_assigned(set())  # more members than partitions
+    assert await worker._idle_long_enough()
