@@ -40,6 +40,7 @@ from ghstream.lines import (
     encode_lines,
     parse_document,
 )
+from ghstream.logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ POOL_BATCHES_IN_FLIGHT = 4
 """Pieces of a file being parsed in the process pool at once."""
 MAX_RANGE_HOURS = 24 * 366
 HTTP_RETRIES = 4
+HTTP_RETRY_DELAY_S = 0.5
+"""Wait before the first retry of a download; doubled for each further retry."""
 
 _HOUR = re.compile(r"^(\d{4})-(\d{2})-(\d{2})-(\d{1,2})$")
 _ARCHIVE_SUFFIXES = (".json.gz", ".json", ".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
@@ -108,13 +111,17 @@ def resolve_sources(specs: Sequence[str]) -> list[Source]:
 
 def _resolve_one(spec: str) -> list[Source]:
     if spec.startswith(("http://", "https://")):
-        return [Source(name=spec, url=spec)]
+        # The name is what every message shows: no password or signed-URL secret in it.
+        return [Source(name=redact(spec), url=spec)]
 
     path = Path(spec).expanduser()
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and _is_archive_name(p.name))
         if not files:
-            raise ConfigError(f"--archive {spec}: the directory holds no .json or .json.gz file")
+            raise ConfigError(
+                f"--archive {spec}: the directory holds no archive file "
+                f"({', '.join(_ARCHIVE_SUFFIXES)})"
+            )
         return [Source(name=str(p), path=p) for p in files]
     if path.is_file():
         return [Source(name=str(path), path=path)]
@@ -151,7 +158,10 @@ def _hour_range(spec: str, start_text: str, end_text: str) -> Iterator[datetime]
         raise ConfigError(f"--archive {spec}: the range ends before it starts")
     hours = int((end - start) / timedelta(hours=1)) + 1
     if hours > MAX_RANGE_HOURS:
-        raise ConfigError(f"--archive {spec}: {hours} hours is more than {MAX_RANGE_HOURS}")
+        raise ConfigError(
+            f"--archive {spec}: {hours} hours is more than one run reads "
+            f"({MAX_RANGE_HOURS} hours, 366 days); split the range"
+        )
     for step in range(hours):
         yield start + timedelta(hours=step)
 
@@ -169,7 +179,7 @@ async def _local_chunks(path: Path, stats: FileStats) -> AsyncIterator[bytes]:
     try:
         handle = path.open("rb")
     except OSError as exc:
-        raise SourceError(f"cannot open {path}: {exc.strerror or exc}") from exc
+        raise SourceError(f"{path}: cannot open: {exc.strerror or exc}") from exc
     with handle:
         while chunk := handle.read(READ_CHUNK_BYTES):
             stats.bytes_read += len(chunk)
@@ -180,13 +190,14 @@ async def _http_chunks(
     client: httpx.AsyncClient, url: str, stats: FileStats
 ) -> AsyncIterator[bytes]:
     """Stream ``url``; a connection lost midway resumes with a Range request."""
+    shown = redact(url)
     received = 0
     attempt = 0
     while True:
         headers = {"Range": f"bytes={received}-"} if received else {}
         try:
             async with client.stream("GET", url, headers=headers) as response:
-                _check_response(url, response, resumed=bool(received))
+                _check_response(shown, response, resumed=bool(received))
                 async for chunk in response.aiter_raw():
                     received += len(chunk)
                     stats.bytes_read += len(chunk)
@@ -196,11 +207,13 @@ async def _http_chunks(
         except httpx.TransportError as exc:
             attempt += 1
             if attempt > HTTP_RETRIES:
-                raise SourceError(f"{url}: {type(exc).__name__}: {exc}") from exc
+                raise SourceError(f"{shown}: {type(exc).__name__}: {redact(str(exc))}") from exc
+            delay = HTTP_RETRY_DELAY_S * 2 ** (attempt - 1)
             log.warning(
-                "download interrupted url=%s received=%d retry=%d/%d: %s",
-                url, received, attempt, HTTP_RETRIES, exc,
+                "download interrupted url=%s received=%d retry=%d/%d in %.1f s: %s",
+                shown, received, attempt, HTTP_RETRIES, delay, exc,
             )  # fmt: skip
+            await asyncio.sleep(delay)
 
 
 def _check_response(url: str, response: httpx.Response, *, resumed: bool) -> None:
@@ -483,7 +496,7 @@ def _is_document(path: Path) -> bool:
         with path.open("rb") as handle:
             head = handle.read(READ_CHUNK_BYTES)
     except OSError as exc:
-        raise SourceError(f"cannot open {path}: {exc.strerror or exc}") from exc
+        raise SourceError(f"{path}: cannot open: {exc.strerror or exc}") from exc
     if head.startswith(_GZIP_MAGIC):
         return False
     stripped = head.lstrip(b"\x00 \t\r\n\xef\xbb\xbf")

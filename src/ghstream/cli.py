@@ -13,6 +13,7 @@ import typer
 
 from ghstream import __version__
 from ghstream.commands import aggregate, consume, dashboard, ingest, run, top
+from ghstream.commands._common import Group
 from ghstream.logs import setup_logging
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
         "Stream GitHub's public activity through Kafka into MongoDB and PostgreSQL, "
         "and analyse it from the terminal."
     ),
+    cls=Group,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -39,7 +41,11 @@ def _root(
     verbose: Annotated[
         int,
         typer.Option(
-            "--verbose", "-v", count=True, help="More log output; twice for libraries too."
+            "--verbose",
+            "-v",
+            count=True,
+            show_default=False,
+            help="More log output (-v); -vv for libraries too.",
         ),
     ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.")] = False,

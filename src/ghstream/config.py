@@ -11,11 +11,31 @@ from typing import Annotated
 
 import typer
 
+from ghstream.logs import redact
+
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 DEFAULT_TOPIC = "github-events"
 DEFAULT_POSTGRES_DSN = "postgresql://ghstream:ghstream@127.0.0.1:5432/ghstream"
 DEFAULT_MONGO_URL = "mongodb://127.0.0.1:27017"
 DEFAULT_MONGO_DB = "ghstream"
+
+
+def check_postgres_dsn(dsn: str) -> str:
+    """``dsn`` if it has the URL form asyncpg reads; else a usage error (exit 2) that
+    names the form, never the password."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(dsn)
+        _ = parts.port  # raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise typer.BadParameter(f"not a PostgreSQL URL ({redact(str(exc))})") from None
+    if parts.scheme not in ("postgresql", "postgres") or not parts.netloc:
+        raise typer.BadParameter(
+            f"{redact(dsn)!r} is not a PostgreSQL URL; write "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (key=value strings are not read)"
+        )
+    return dsn
 
 
 def dlq_topic(topic: str) -> str:
@@ -48,9 +68,13 @@ PostgresOpt = Annotated[
     typer.Option(
         "--postgres-dsn",
         envvar="GHSTREAM_POSTGRES_DSN",
-        help="PostgreSQL connection string.",
+        help=(
+            "PostgreSQL URL, postgresql://USER:PASSWORD@HOST:PORT/DATABASE. "
+            "Default: postgresql://ghstream:***@127.0.0.1:5432/ghstream."
+        ),
         rich_help_panel="Connections",
-        show_default=False,
+        show_default=False,  # it holds a password
+        callback=check_postgres_dsn,
     ),
 ]
 MongoUrlOpt = Annotated[

@@ -383,9 +383,12 @@ class _Pipeline:
                     # between batches, or it stalls until the file is read.
                     await asyncio.sleep(0)
         except SourceError as exc:
-            stats.error = str(exc)
-            self.summary.errors.append(str(exc))
-            log.error("%s: %s", source.name, exc)
+            message = str(exc)
+            if not message.startswith(source.name):
+                message = f"{source.name}: {message}"
+            stats.error = message
+            self.summary.errors.append(message)
+            log.error("%s", message)
         finally:
             self._close_source(item, stats, time.monotonic() - started)
 

@@ -11,20 +11,30 @@ import re
 import sys
 
 _SECRET_PATTERNS = (
-    # user:password@ in URLs and DSNs
-    re.compile(r"(?<=://)([^:/@\s]+):([^@\s]+)@"),
+    # user:password@ in URLs and DSNs; the password runs to the last @ before the host
+    re.compile(r"(?<=://)([^:/@\s]+):(\S*)@(?=[^@\s]*$|[^@\s]*\s)"),
     # GitHub tokens of every documented prefix
     re.compile(r"\b(gh[pousr]_[A-Za-z0-9_]{16,}|github_pat_[A-Za-z0-9_]{20,})\b"),
     # Authorization headers
     re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(token|bearer)\s+[^\s'\",]+"),
+    # secrets in URL query strings (?password=, &token=, signed URLs' sig=)
+    re.compile(
+        r"(?i)([?&](?:password|passwd|pwd|token|access_token|api_key|apikey|key|secret"
+        r"|sig|signature|x-amz-signature|x-goog-signature)=)[^&#:\s]+"
+    ),
+    # libpq key=value connection strings: password=... or password='...'
+    re.compile(r"(?i)(?<![?&\w])(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']+)"),
 )
 
 
 def redact(text: str) -> str:
-    """Return ``text`` with passwords in URLs and GitHub tokens replaced by ``***``."""
+    """Return ``text`` with passwords in URLs and DSNs, secrets in query strings and
+    GitHub tokens replaced by ``***``."""
     text = _SECRET_PATTERNS[0].sub(r"\1:***@", text)
     text = _SECRET_PATTERNS[1].sub("***", text)
-    return _SECRET_PATTERNS[2].sub(r"\1\2 ***", text)
+    text = _SECRET_PATTERNS[2].sub(r"\1\2 ***", text)
+    text = _SECRET_PATTERNS[3].sub(r"\1***", text)
+    return _SECRET_PATTERNS[4].sub(r"\1***", text)
 
 
 class RedactingFilter(logging.Filter):

@@ -97,7 +97,8 @@ def parse_duration(text: str, *, flag: str) -> timedelta:
     relative = _RELATIVE.match(text)
     if relative is None or int(relative.group(1)) == 0:
         raise ConfigError(
-            f"{flag} {text!r} is not a duration: give a number and a unit, like 30s, 5m, 1h or 1d."
+            f"{flag} {text!r} is not a positive duration: give a number above 0 and a unit, "
+            "like 30s, 5m, 1h or 1d."
         )
     return int(relative.group(1)) * _UNITS[relative.group(2).lower()]
 

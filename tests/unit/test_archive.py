@@ -392,6 +392,7 @@ async def test_http_resumes_with_a_range_request() -> None:
 
 async def test_http_gives_up_after_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(archive, "HTTP_RETRIES", 2)
+    monkeypatch.setattr(archive, "HTTP_RETRY_DELAY_S", 0)
 
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
 from ghstream.errors import EXIT_INTERRUPTED, GhstreamError
 from ghstream.logs import redact
@@ -18,6 +19,32 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 stderr = Console(stderr=True, highlight=False)
+
+
+def _untyped_flags(params: list[Any]) -> None:
+    # Typer's help prints a type such as <bool> or <int> beside every option; beside a
+    # flag that reads as if it took a value (`--dry-run true`), so flags show none.
+    for param in params:
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            param.metavar = param.metavar or ""
+
+
+class Command(TyperCommand):
+    """A ghstream command: its help shows no value type beside flags."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)
+        _untyped_flags(params)
+        return params
+
+
+class Group(TyperGroup):
+    """The ``ghstream`` group, with the same help as :class:`Command`."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)
+        _untyped_flags(params)
+        return params
 
 
 def report_error(exc: GhstreamError) -> typer.Exit:

@@ -13,7 +13,7 @@ import orjson
 import typer
 
 from ghstream.analytics import AggregateResult, run_aggregate
-from ghstream.commands._common import report_error, run_async, stderr
+from ghstream.commands._common import Command, report_error, run_async, stderr
 from ghstream.config import DEFAULT_POSTGRES_DSN, JsonOpt, PostgresOpt
 from ghstream.errors import GhstreamError, StoreError
 from ghstream.lifecycle import handle_signals
@@ -136,4 +136,4 @@ def aggregate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("aggregate")(aggregate)
+    app.command("aggregate", cls=Command)(aggregate)

@@ -9,7 +9,7 @@ import orjson
 import typer
 
 from ghstream import config
-from ghstream.commands._common import run_async
+from ghstream.commands._common import Command, run_async
 from ghstream.config import BootstrapOpt, JsonOpt, MongoDbOpt, MongoUrlOpt, PostgresOpt, TopicOpt
 from ghstream.consume import ConsumerOptions, ConsumeSummary, run_consumer
 from ghstream.lifecycle import handle_signals
@@ -124,4 +124,4 @@ def consume(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("consume")(consume)
+    app.command("consume", cls=Command)(consume)

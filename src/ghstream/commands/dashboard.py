@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from ghstream import config
-from ghstream.commands._common import report_error, stderr
+from ghstream.commands._common import Command, report_error, stderr
 from ghstream.config import PostgresOpt
 from ghstream.dashboard import APP_PATH, DSN_ENV, REFRESH_ENV
 from ghstream.errors import EXIT_INTERRUPTED, ConfigError, GhstreamError
@@ -202,4 +202,4 @@ def stop(child: subprocess.Popen[bytes]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("dashboard")(dashboard)
+    app.command("dashboard", cls=Command)(dashboard)

@@ -12,11 +12,12 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress as RichProgress
 from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ghstream.commands._common import report_error, run_async, stderr
+from ghstream.commands._common import Command, report_error, run_async, stderr
 from ghstream.config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, BootstrapOpt, JsonOpt, TopicOpt
 from ghstream.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from ghstream.ingest import (
@@ -59,7 +60,7 @@ TypesOpt = Annotated[
 
 LimitOpt = Annotated[
     int | None,
-    typer.Option("--limit", min=0, help="Stop after publishing this many events."),
+    typer.Option("--limit", min=1, help="Stop after publishing this many events."),
 ]
 
 StrictOpt = Annotated[
@@ -84,13 +85,21 @@ RepoOpt = Annotated[
 OrgOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--org", help="Poll this organisation's events. Repeatable.", rich_help_panel=_LIVE
+        "--org",
+        metavar="ORG",
+        help="Poll this organisation's events. Repeatable.",
+        rich_help_panel=_LIVE,
     ),
 ]
 
 UserOpt = Annotated[
     list[str] | None,
-    typer.Option("--user", help="Poll this user's events. Repeatable.", rich_help_panel=_LIVE),
+    typer.Option(
+        "--user",
+        metavar="LOGIN",
+        help="Poll this user's events. Repeatable.",
+        rich_help_panel=_LIVE,
+    ),
 ]
 
 WatchFileOpt = Annotated[
@@ -125,9 +134,12 @@ MinIntervalOpt = Annotated[
     float | None,
     typer.Option(
         "--min-interval",
-        min=0.0,
+        min=1.0,
         metavar="SECONDS",
-        help="Poll each feed at this interval instead of GitHub's X-Poll-Interval.",
+        help=(
+            "Poll each feed at this interval (at least 1 s) instead of GitHub's "
+            "X-Poll-Interval; rate-limit pacing still applies."
+        ),
         rich_help_panel=_LIVE,
     ),
 ]
@@ -209,9 +221,10 @@ def ingest(
 
         ghstream ingest --repo python/cpython --org rust-lang
 
-    Exit status: 0 when events were published, 1 when nothing could be, when a
-    source failed, or when --strict saw a bad line; 3 when Kafka is unreachable;
-    130 when interrupted.
+    Exit status: 0 on success (a live poll that found nothing new included); 1 when
+    a backfill published nothing, a source failed, Kafka did not confirm a message or
+    --strict saw a bad line; 2 for bad usage; 3 when Kafka is unreachable; 4 when
+    GitHub refuses the token; 130 when interrupted.
     """
     try:
         event_types = parse_types(types)
@@ -243,7 +256,11 @@ def ingest(
         # The reader of a dry run went away (`| head`): silence the final flush.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     _print_summary(summary, as_json=json_out)
-    raise typer.Exit(code=exit_code(summary, strict=strict))
+    code = exit_code(summary, strict=strict)
+    reason = failure_reason(summary, strict=strict)
+    if code == EXIT_FAILURE and reason is not None and not summary.errors:
+        stderr.print(f"[bold red]error[/]: {escape(reason)}")
+    raise typer.Exit(code=code)
 
 
 def parse_types(text: str | None) -> tuple[str, ...]:
@@ -270,15 +287,32 @@ def exit_code(summary: IngestSummary, *, strict: bool) -> int:
     published nothing."""
     if summary.interrupted:
         return EXIT_INTERRUPTED
-    if summary.errors or summary.failed:
+    if summary.errors or failure_reason(summary, strict=strict) is not None:
         return EXIT_FAILURE
-    if strict and (summary.bad or summary.recovered or any(s.truncated for s in summary.sources)):
-        return EXIT_FAILURE
-    if summary.output_closed:
-        return EXIT_OK
-    # A quiet live poll is success; a backfill that published nothing (a --types typo,
-    # an empty source) is not.
-    return EXIT_OK if summary.mode == "live" or summary.published > 0 else EXIT_FAILURE
+    return EXIT_OK
+
+
+def failure_reason(summary: IngestSummary, *, strict: bool) -> str | None:
+    """Why a run that raised no source error still fails (exit 1), or ``None``."""
+    if summary.failed:
+        return f"Kafka did not confirm {summary.failed:,} messages"
+    if strict:
+        truncated = sum(1 for s in summary.sources if s.truncated)
+        if summary.bad or summary.recovered or truncated:
+            return (
+                f"--strict: {summary.bad:,} bad lines, {summary.recovered:,} repaired lines, "
+                f"{truncated} truncated files"
+            )
+    if summary.output_closed or summary.mode == "live" or summary.published > 0:
+        # A quiet live poll is success; a backfill that published nothing is not.
+        return None
+    if summary.limit_reached:
+        return "--limit stopped the run before any event was published"
+    if summary.read and summary.filtered == summary.read:
+        return "--types matched none of the events read (type names are case-sensitive)"
+    if not summary.read:
+        return "the sources held no events"
+    return "no event was published"
 
 
 class _ProgressDisplay:
@@ -307,7 +341,9 @@ class _ProgressDisplay:
 
     def update(self, snapshot: Progress) -> None:
         elapsed = max(time.monotonic() - self._started, 1e-6)
-        description = f"[{snapshot.source_index + 1}/{snapshot.source_count}] {snapshot.source}"
+        description = (
+            f"[{snapshot.source_index + 1}/{snapshot.source_count}] {escape(snapshot.source)}"
+        )
         self._progress.update(
             self._task,
             description=description,
@@ -328,10 +364,15 @@ def _print_summary(summary: IngestSummary, *, as_json: bool) -> None:
         return
     console = stderr if to_stderr else Console(highlight=False)
     if summary.mode == "archive":
-        console.print(_sources_table(summary))
+        table = _sources_table(summary)
+        if not console.is_terminal:
+            # A log file has no width: keep whole paths and URLs rather than cutting them.
+            wide = console.options.update_width(250)
+            console.width = max(console.width, console.measure(table, options=wide).maximum)
+        console.print(table)
     console.print(_totals_line(summary))
     for error in summary.errors:
-        stderr.print(f"[bold red]error[/]: {error}")
+        stderr.print(f"[bold red]error[/]: {escape(error)}")
 
 
 def _sources_table(summary: IngestSummary) -> Table:
@@ -342,9 +383,9 @@ def _sources_table(summary: IngestSummary) -> Table:
     for item in summary.sources:
         notes = list(item.notes)
         if item.error:
-            notes.append(f"[red]{item.error}[/]")
+            notes.append(f"[red]{escape(item.error)}[/]")
         table.add_row(
-            item.source,
+            escape(item.source),
             f"{item.lines:,}",
             f"{item.events:,}",
             f"{item.recovered:,}",
@@ -382,4 +423,4 @@ def _totals_line(summary: IngestSummary) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ingest")(ingest)
+    app.command("ingest", cls=Command)(ingest)

@@ -11,7 +11,7 @@ import orjson
 import typer
 
 from ghstream import config
-from ghstream.commands._common import report_error, run_async, stderr
+from ghstream.commands._common import Command, report_error, run_async, stderr
 from ghstream.commands.consume import (
     BatchSizeOpt,
     FromBeginningOpt,
@@ -206,4 +206,4 @@ def _print(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("run")(run)
+    app.command("run", cls=Command)(run)

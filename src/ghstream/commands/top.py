@@ -15,10 +15,9 @@ import typer
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
-from typer.core import TyperCommand
 
 from ghstream import queries, render
-from ghstream.commands._common import report_error, run_async, stderr
+from ghstream.commands._common import Command, report_error, run_async, stderr
 from ghstream.config import DEFAULT_POSTGRES_DSN, PostgresOpt
 from ghstream.errors import EXIT_INTERRUPTED, ConfigError, GhstreamError
 from ghstream.queries import Report
@@ -400,7 +399,7 @@ def default_watch_value(args: list[str]) -> list[str]:
     return out
 
 
-class _TopCommand(TyperCommand):
+class _TopCommand(Command):
     # Typer has no optional option values; this is the one place that knows.
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         result: list[str] = super().parse_args(ctx, default_watch_value(args))
