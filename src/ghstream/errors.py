@@ -5,8 +5,7 @@
     ├── StartupError              a broker or database cannot be reached at start (exit 3)
     ├── SourceError               an archive or API source cannot be read
     │   └── GitHubAuthError       GitHub refused the token (exit 4)
-    ├── StoreError                a write to MongoDB or PostgreSQL failed
-    └── NotBuiltError             a command that is not built yet (exit 1)
+    └── StoreError                a write to MongoDB or PostgreSQL failed
 
 Adapters convert their library's errors into these at their edge, with
 ``raise ... from exc``, so the command line only ever has to know this tree.
@@ -52,7 +51,3 @@ class GitHubAuthError(SourceError):
 
 class StoreError(GhstreamError):
     """A write to MongoDB or PostgreSQL failed for a reason other than a duplicate."""
-
-
-class NotBuiltError(GhstreamError):
-    """The command exists in the interface but its implementation has not landed."""

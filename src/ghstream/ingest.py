@@ -34,7 +34,7 @@ import httpx
 from ghstream import __version__, wire
 from ghstream.archive import FileStats, Source, read_source, resolve_sources
 from ghstream.config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
-from ghstream.errors import NotBuiltError, SourceError
+from ghstream.errors import ConfigError, SourceError
 from ghstream.kafka import DeliveryError, EventPublisher, ensure_topic
 from ghstream.lines import EncodedBatch
 from ghstream.model import Event
@@ -237,6 +237,28 @@ class DryRunSink:
             raise OutputClosed from exc
 
 
+def _refuse_live_flags(options: IngestOptions) -> None:
+    """A backfill reads no feed: a live-polling flag beside --archive is a mistake to name."""
+    given = [
+        flag
+        for flag, value in (
+            ("--repo", options.repos),
+            ("--org", options.orgs),
+            ("--user", options.users),
+            ("--watch-file", options.watch_file),
+            ("--token-file", options.token_file),
+            ("--min-interval", options.min_interval_s),
+            ("--once", options.once),
+        )
+        if value
+    ]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for live polling and "
+            "cannot be combined with --archive; run them as two commands"
+        )
+
+
 async def run_ingest(
     options: IngestOptions,
     stop: asyncio.Event,
@@ -253,6 +275,7 @@ async def run_ingest(
     if not options.archive:
         return await _run_live(options, stop)
 
+    _refuse_live_flags(options)
     sources = resolve_sources(options.archive)
     summary = IngestSummary(mode="archive", dry_run=options.dry_run)
     started = time.monotonic()
@@ -513,14 +536,7 @@ def _ignore_interrupts() -> None:
 
 
 async def _run_live(options: IngestOptions, stop: asyncio.Event) -> IngestSummary:
-    try:
-        from ghstream.github import run_live
-    except ImportError as exc:
-        if exc.name not in ("ghstream.github", None):
-            raise
-        raise NotBuiltError(
-            "live ingestion from the Events API is not built yet; backfill with --archive"
-        ) from exc
+    from ghstream.github import run_live  # the HTTP poller, only for live mode
 
     config = _poller_config(options)
     summary = IngestSummary(mode="live", dry_run=options.dry_run)

@@ -118,3 +118,15 @@ def test_help_shows_no_value_type_beside_flags(command: list[str]) -> None:
     assert result.exit_code == 0
     assert "<bool>" not in result.stdout
     assert "list[str]" not in result.stdout
+
+
+def test_live_polling_flags_beside_archive_are_a_usage_error(tmp_path) -> None:
+    archive = tmp_path / "one.json"
+    archive.write_bytes(b"")
+
+    result = CliRunner().invoke(
+        app, ["ingest", "--dry-run", "--archive", str(archive), "--repo", "a/b", "--once"]
+    )
+
+    assert result.exit_code == EXIT_USAGE
+    assert "--repo, --once are for live polling" in result.stderr
