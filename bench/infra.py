@@ -179,7 +179,7 @@ def run(
     env: dict[str, str] | None = None,
     check: bool = True,
 ) -> Run:
-    """Run ``cmd`` to completion; peak RSS comes from the kernel (``wait4``), not from polling."""
+    """Run ``cmd`` to completion, with the peak RSS of its process tree (see :class:`TreeRss`)."""
     OUT.mkdir(parents=True, exist_ok=True)
     out_path = OUT / f"{uuid.uuid4().hex[:8]}.out"
     err_path = OUT / f"{uuid.uuid4().hex[:8]}.err"
@@ -194,14 +194,13 @@ def run(
             [str(part) for part in cmd], stdin=inp, stdout=out, stderr=err, env=full_env
         )
         sampler = TreeRss(process.pid)
-        _, status, usage = os.wait4(process.pid, 0)
+        _, status, _ = os.wait4(process.pid, 0)
         wall = time.perf_counter() - started
         sampler.stop()
         process.returncode = os.waitstatus_to_exitcode(status)
     result = Run(
         wall_s=wall,
-        # The kernel's peak for the main process is exact; the tree's sum is sampled.
-        max_rss_mb=max(usage.ru_maxrss / 1024, sampler.peak_mb),
+        max_rss_mb=sampler.peak_mb,
         returncode=process.returncode,
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
@@ -216,10 +215,14 @@ def run(
 
 
 class TreeRss:
-    """Samples the summed RSS of a process and its descendants in a thread.
+    """Samples the peak RSS of a process and its descendants in a thread.
 
-    ``wait4`` reports one process's peak, and ``ghstream ingest`` may parse in
-    worker processes: the memory a user sees is the tree's.
+    Not ``wait4``'s ``ru_maxrss``: on Linux a child keeps the high-water mark of
+    the address space it replaced at ``exec``, which is this (large) benchmark
+    process's, so every child would report at least the parent's size. Instead
+    each sample reads ``VmHWM``, the kernel's exact peak of the main process's
+    own address space so far, and the summed ``VmRSS`` of the whole tree
+    (``ghstream ingest`` may parse in worker processes); the peak is the larger.
     """
 
     def __init__(self, pid: int, interval_s: float = 0.02) -> None:
@@ -236,7 +239,20 @@ class TreeRss:
 
     def _loop(self) -> None:
         while not self._done.wait(self._interval_s):
-            self.peak_mb = max(self.peak_mb, _tree_rss_kb(self.pid) / 1024)
+            hwm_kb = _status_kb(self.pid, "VmHWM:")
+            self.peak_mb = max(self.peak_mb, hwm_kb / 1024, _tree_rss_kb(self.pid) / 1024)
+
+
+def _status_kb(pid: int, field: str) -> int:
+    """A ``kB`` line of ``/proc/PID/status``; 0 once the process is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    for line in status.splitlines():
+        if line.startswith(field):
+            return int(line.split()[1])
+    return 0
 
 
 def _tree_rss_kb(root: int) -> int:
@@ -254,16 +270,7 @@ def _tree_rss_kb(root: int) -> int:
         children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
         tree.update(children)
         frontier.extend(children)
-    total = 0
-    for pid in tree:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total
+    return sum(_status_kb(pid, "VmRSS:") for pid in tree)
 
 
 def ghstream(*args: str | os.PathLike[str]) -> list[str | os.PathLike[str]]:
@@ -348,8 +355,7 @@ async def watch_store(
     out_path, err_path = OUT / f"{uuid.uuid4().hex[:8]}.out", OUT / f"{uuid.uuid4().hex[:8]}.err"
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.perf_counter()
-        # Popen and wait4(WNOHANG) do not block; asyncio's own subprocesses would reap the
-        # child before wait4 could read its rusage (peak RSS).
+        # Popen and wait4(WNOHANG) do not block the loop that polls PostgreSQL.
         process = subprocess.Popen(  # noqa: ASYNC220
             [str(part) for part in cmd],
             stdin=subprocess.DEVNULL,
@@ -357,6 +363,7 @@ async def watch_store(
             stderr=err,
             env={**os.environ, "NO_COLOR": "1"},
         )
+        sampler = TreeRss(process.pid)
         first: tuple[float, int] | None = None
         while True:
             count = await count_events(dsn)
@@ -365,11 +372,12 @@ async def watch_store(
                 first = (now, count)
             if count >= expected:
                 break
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)  # noqa: ASYNC222
+            pid, status, _ = os.wait4(process.pid, os.WNOHANG)  # noqa: ASYNC222
             if pid or now - started > timeout_s:
                 if not pid:
                     process.kill()
-                    _, status, usage = os.wait4(process.pid, 0)  # noqa: ASYNC222
+                    _, status, _ = os.wait4(process.pid, 0)  # noqa: ASYNC222
+                sampler.stop()
                 process.returncode = os.waitstatus_to_exitcode(status)
                 raise RuntimeError(
                     f"{cmd[0]} stored {count} of {expected} events:\n"
@@ -377,7 +385,8 @@ async def watch_store(
                 )
             await asyncio.sleep(poll_s)
         last = now
-        _, status, usage = await asyncio.to_thread(os.wait4, process.pid, 0)
+        _, status, _ = await asyncio.to_thread(os.wait4, process.pid, 0)
+        sampler.stop()
         process.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - started
     stdout = out_path.read_text(errors="replace")
@@ -391,6 +400,6 @@ async def watch_store(
     return StoreTiming(
         (expected - first[1]) / span if expected > first[1] else expected / span,
         wall,
-        usage.ru_maxrss / 1024,
+        sampler.peak_mb,
         stdout,
     )

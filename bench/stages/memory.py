@@ -1,9 +1,11 @@
 """Stage 6: peak RSS of ``ghstream ingest`` and ``ghstream consume``, 1x and 10x input.
 
 The 1x input is a tenth of the modern hour, the 10x input the modern hour
-itself. Peak RSS is the kernel's (``wait4`` rusage ``ru_maxrss``) for the
-subprocess, not a sampled guess. The 10x runs of stage 4 are reused when it ran
-(one value per repetition); otherwise they run here.
+itself. Peak RSS is the kernel's ``VmHWM`` of the subprocess (and the summed
+RSS of its process tree), see ``infra.TreeRss``: ``wait4``'s ``ru_maxrss``
+would report the benchmark process's own size for every child. The 10x runs
+of stage 4 are reused when it ran (one value per repetition); otherwise they
+run here.
 """
 
 from __future__ import annotations

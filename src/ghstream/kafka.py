@@ -62,7 +62,10 @@ _HEADER_REASON = "ghstream-reason"
 _HEADER_SOURCE = "ghstream-source"
 _HEADER_LINE = "ghstream-line"
 _HEADER_TRUNCATED = "ghstream-truncated-from"
-_KEY_CACHE_MAX = 200_000
+_KEY_CACHE_MAX = 16_384
+"""Keys whose partition is remembered (murmur2 costs ~2.4 µs in Python). Busy
+repositories hit it; a larger cache only grows ingest's memory with the number of
+repositories in the input (200,000 keys cost ~15 MB on the modern-size hour)."""
 
 
 class DeliveryError(GhstreamError):
