@@ -120,17 +120,41 @@ class Event:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Event:
-        """Inverse of :meth:`to_dict`. Unknown keys are ignored (newer producers)."""
+        """Inverse of :meth:`to_dict`. Unknown keys are ignored (newer producers).
+
+        Raises ``TypeError`` or ``ValueError`` naming the field when a value has
+        the wrong type, a time is not an aware ISO 8601 string, or an integer does
+        not fit PostgreSQL's ``bigint``: a message that passed for an envelope must
+        not reach the stores and stop the consumer there.
+        """
         kwargs: dict[str, Any] = {name: data.get(name) for name in _FIELD_NAMES if name in data}
-        for name in _DATETIME_FIELDS:
-            value = kwargs.get(name)
-            if value is not None:
-                kwargs[name] = datetime.fromisoformat(value)
+        for name, value in kwargs.items():
+            if value is None:
+                continue
+            kind = _FIELD_KINDS[name]
+            if kind is datetime:
+                if not isinstance(value, str):
+                    raise TypeError(f"{name} must be an ISO 8601 string, not {value!r:.40}")
+                parsed = datetime.fromisoformat(value)
+                if parsed.tzinfo is None:
+                    raise ValueError(f"{name} {value!r:.40} has no UTC offset")
+                kwargs[name] = parsed
+            elif type(value) is not kind:  # bool is an int subclass: compare exactly
+                raise TypeError(f"{name} must be {kind.__name__}, not {value!r:.40}")
+            elif isinstance(value, int) and not -_BIGINT <= value < _BIGINT:
+                raise ValueError(f"{name} {value} does not fit a 64-bit integer")
         return cls(**kwargs)
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(Event))
 _DATETIME_FIELDS = ("created_at", "item_created_at", "item_closed_at", "item_merged_at")
+_BIGINT = 2**63
+_KINDS = {"str": str, "int": int, "bool": bool, "datetime": datetime}
+#: The one non-None type each field holds, from its annotation (``int | None`` -> int).
+_FIELD_KINDS: dict[str, type] = {
+    f.name: next(_KINDS[part.strip()] for part in str(f.type).split("|") if part.strip() in _KINDS)
+    for f in fields(Event)
+}
 
 
 def parse_time(value: Any) -> datetime | None:

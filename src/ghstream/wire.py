@@ -134,6 +134,8 @@ def _decode_event(data: dict[str, Any]) -> Envelope:
         raise DecodeError(f"the 'event' object is not a ghstream event: {exc}") from exc
     if not isinstance(event.id, str) or not isinstance(event.type, str):
         raise DecodeError("the 'event' object has no string 'id' and 'type'")
+    if event.created_at is None:
+        raise DecodeError("the 'event' object has no 'created_at'")
     return Envelope(
         kind=KIND_EVENT, event=event, raw=raw, raw_trimmed=data.get("raw_trimmed") is True
     )

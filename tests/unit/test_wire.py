@@ -169,3 +169,26 @@ def test_event_equality_survives_microseconds() -> None:
     decoded = wire.decode(wire.encode_event(event, PR_CLOSED)).event
     assert isinstance(decoded, Event)
     assert decoded.item_created_at == event.item_created_at
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        pytest.param({"actor_id": "abc"}, "actor_id must be int", id="string-for-int"),
+        pytest.param({"repo_name": {"a": 1}}, "repo_name must be str", id="object-for-str"),
+        pytest.param({"number": True}, "number must be int", id="bool-for-int"),
+        pytest.param({"merged": 1}, "merged must be bool", id="int-for-bool"),
+        pytest.param({"repo_id": 2**63 + 1}, "does not fit a 64-bit integer", id="huge-int"),
+        pytest.param({"created_at": "2024-01-01T00:00:00"}, "no UTC offset", id="naive-time"),
+        pytest.param({"item_closed_at": 5}, "ISO 8601 string", id="number-for-time"),
+        pytest.param({"created_at": None}, "no 'created_at'", id="null-created-at"),
+    ],
+)
+def test_an_envelope_with_wrongly_typed_fields_is_rejected(change: dict, reason: str) -> None:
+    """Such a message passed for an event before, then crashed the PostgreSQL write and
+    stopped the consumer on every restart; now it is a dead letter with the reason."""
+    envelope = orjson.loads(wire.encode_event(normalize(PR_CLOSED), PR_CLOSED))
+    envelope["event"].update(change)
+
+    with pytest.raises(wire.DecodeError, match=reason):
+        wire.decode(orjson.dumps(envelope))
