@@ -38,6 +38,37 @@ def check_postgres_dsn(dsn: str) -> str:
     return dsn
 
 
+def check_bootstrap(servers: str) -> str:
+    """``servers`` if every comma-separated entry is ``host:port``; else a usage error."""
+    for entry in servers.split(","):
+        host, sep, port = entry.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise typer.BadParameter(
+                f"{entry.strip()!r} is not host:port; write for example 127.0.0.1:9092 "
+                "(several, comma-separated)"
+            )
+    return servers
+
+
+def check_mongo_url(url: str) -> str:
+    """``url`` if it is a MongoDB connection string; else a usage error."""
+    if not url.startswith(("mongodb://", "mongodb+srv://")) or len(url) <= len("mongodb://"):
+        raise typer.BadParameter(
+            f"{redact(url)!r} is not a MongoDB connection string; write mongodb://HOST:PORT"
+        )
+    return url
+
+
+def check_mongo_db(name: str) -> str:
+    """``name`` if MongoDB accepts it as a database name; else a usage error."""
+    bad = sorted(set(name) & set('/\\. "$\x00'))
+    if not name or bad or len(name.encode()) >= 64:
+        raise typer.BadParameter(
+            f'{name!r} is not a MongoDB database name: 1 to 63 bytes, none of / \\ . " $'
+        )
+    return name
+
+
 def dlq_topic(topic: str) -> str:
     """The dead-letter topic that goes with ``topic``."""
     return f"{topic}.dlq"
@@ -50,6 +81,7 @@ BootstrapOpt = Annotated[
     typer.Option(
         "--bootstrap-servers",
         envvar="GHSTREAM_KAFKA_BOOTSTRAP",
+        callback=check_bootstrap,
         help="Kafka brokers, comma-separated host:port.",
         rich_help_panel="Connections",
     ),
@@ -81,6 +113,7 @@ MongoUrlOpt = Annotated[
     str,
     typer.Option(
         "--mongo-url",
+        callback=check_mongo_url,
         envvar="GHSTREAM_MONGO_URL",
         help="MongoDB connection string.",
         rich_help_panel="Connections",
@@ -90,6 +123,7 @@ MongoDbOpt = Annotated[
     str,
     typer.Option(
         "--mongo-db",
+        callback=check_mongo_db,
         envvar="GHSTREAM_MONGO_DB",
         help="MongoDB database name.",
         rich_help_panel="Connections",

@@ -76,7 +76,10 @@ def parse_instant(text: str, *, now: datetime, flag: str) -> datetime:
     relative = _RELATIVE.match(text)
     if relative:
         amount, unit = int(relative.group(1)), relative.group(2).lower()
-        return now.astimezone(UTC) - amount * _UNITS[unit]
+        try:
+            return now.astimezone(UTC) - amount * _UNITS[unit]
+        except OverflowError:
+            raise ConfigError(f"{flag} {text!r} reaches before the year 1") from None
     if text.strip().lower() == "now":
         return now.astimezone(UTC)
 
@@ -100,7 +103,10 @@ def parse_duration(text: str, *, flag: str) -> timedelta:
             f"{flag} {text!r} is not a positive duration: give a number above 0 and a unit, "
             "like 30s, 5m, 1h or 1d."
         )
-    return int(relative.group(1)) * _UNITS[relative.group(2).lower()]
+    try:
+        return int(relative.group(1)) * _UNITS[relative.group(2).lower()]
+    except OverflowError:
+        raise ConfigError(f"{flag} {text!r} is longer than Python's dates reach") from None
 
 
 def resolve_window(

@@ -183,7 +183,8 @@ async def _true_or_done(check, task: asyncio.Task) -> bool:
 async def test_undecodable_messages_go_to_the_dlq_and_the_rest_is_stored(
     topic_factory, kafka_bootstrap, postgres_dsn, mongo_url, mongo_db_name
 ) -> None:
-    """1. Put good envelopes, a gap notice and four undecodable messages in one partition.
+    """1. Put good envelopes, a gap notice and five undecodable messages (one an envelope
+    whose event has a wrongly typed field) in one partition.
     2. Consume. Expected: the bad ones are in TOPIC.dlq, unchanged, with their reason
     and source; every good event and the gap are stored; offsets pass them all."""
     topic = await topic_factory(partitions=1)
@@ -193,11 +194,14 @@ async def test_undecodable_messages_go_to_the_dlq_and_the_rest_is_stored(
          "payload": {"action": "started"}}
         for n in range(1, 6)
     ]  # fmt: skip
+    poison = json.loads(wire.encode_event(normalize(good[0]), good[0]))
+    poison["event"]["actor_id"] = "abc"  # an envelope in shape, a wrongly typed field
     bad = [b"not json", b"[1, 2]", json.dumps({"v": 99, "kind": "event"}).encode(), b""]
+    bad.append(json.dumps(poison).encode())
     gap = wire.encode_gap("events", datetime(2026, 1, 1, tzinfo=UTC), 7, gap_id="gap-1")
     values = [wire.encode_event(normalize(good[0]), good[0]), bad[0], bad[1]]
     values += [wire.encode_event(normalize(raw), raw) for raw in good[1:3]] + [bad[2], gap]
-    values += [bad[3]] + [wire.encode_event(normalize(raw), raw) for raw in good[3:]]
+    values += [bad[3]] + [wire.encode_event(normalize(raw), raw) for raw in good[3:]] + [bad[4]]
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
@@ -221,6 +225,7 @@ async def test_undecodable_messages_go_to_the_dlq_and_the_rest_is_stored(
     assert headers[0]["ghstream-reason"].startswith(b"not JSON")
     assert b"version 99" in headers[2]["ghstream-reason"]
     assert headers[3]["ghstream-reason"] == b"empty message"
+    assert b"actor_id must be int" in headers[4]["ghstream-reason"]
     assert headers[1]["ghstream-source"] == f"{topic}[0]@2".encode()
 
 

@@ -130,3 +130,25 @@ def test_live_polling_flags_beside_archive_are_a_usage_error(tmp_path) -> None:
 
     assert result.exit_code == EXIT_USAGE
     assert "--repo, --once are for live polling" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "--archive", "x.json", "--bootstrap-servers", "127.0.0.1:abc"], "host:port"),
+        (["consume", "--bootstrap-servers", "not a host:::"], "host:port"),
+        (["consume", "--mongo-db", "bad.db/name"], "not a MongoDB database name"),
+        (["consume", "--mongo-url", "http://x"], "not a MongoDB connection string"),
+        (["ingest", "--once", "--dry-run", "--api-url", "notaurl"], "not an http(s) URL"),
+        (["top", "--since", "99999999d"], "reaches before the year 1"),
+        (["aggregate", "--every", "99999999999d"], "longer than Python's dates reach"),
+    ],
+)
+def test_malformed_settings_are_usage_errors_without_a_traceback(
+    args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+
+    assert result.exit_code == EXIT_USAGE, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -28,6 +28,7 @@ from ghstream.ingest import (
     run_ingest,
 )
 from ghstream.lifecycle import handle_signals
+from ghstream.logs import redact
 
 _BACKFILL = "Backfill (--archive)"
 _LIVE = "Live (Events API)"
@@ -111,10 +112,20 @@ WatchFileOpt = Annotated[
     ),
 ]
 
+
+def _check_api_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise typer.BadParameter(
+            f"{redact(url)!r} is not an http(s) URL, like https://api.github.com"
+        )
+    return url
+
+
 ApiUrlOpt = Annotated[
     str,
     typer.Option(
         "--api-url",
+        callback=_check_api_url,
         envvar="GHSTREAM_GITHUB_API_URL",
         help="GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).",
         rich_help_panel=_LIVE,
