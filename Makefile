@@ -87,7 +87,7 @@ demo: install services
 	if [ ! -f "$$archive" ]; then \
 		archive="$(DEMO_ARCHIVE_LOCAL)"; \
 		if [ ! -f "$$archive" ]; then \
-			echo "$(DEMO_ARCHIVE_SHARED) not found: downloading $(DEMO_ARCHIVE_URL)"; \
+			echo "$(DEMO_ARCHIVE_SHARED) not found (GHSTREAM_SHARED_DATA names the folder holding gharchive/): downloading $(DEMO_ARCHIVE_URL)"; \
 			mkdir -p "$$(dirname "$$archive")"; \
 			curl -fSL --retry 3 -o "$$archive.part" "$(DEMO_ARCHIVE_URL)"; \
 			mv "$$archive.part" "$$archive"; \

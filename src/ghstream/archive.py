@@ -481,6 +481,13 @@ def _record_gzip(inflater: Inflater, stats: FileStats) -> None:
             "%s: gzip stream is truncated; kept the lines read before the cut", stats.source
         )
     if inflater.trailing_garbage:
+        if not inflater.members and not inflater.truncated:
+            raise SourceError(
+                f"{stats.source}: not a gzip file: {inflater.trailing_garbage} bytes after "
+                "its gzip header do not inflate"
+            )
+        # Data past that point could not be read: like a cut stream, --strict fails on it.
+        stats.truncated = True
         stats.notes.append(
             f"{inflater.trailing_garbage} bytes of non-gzip data after the last member"
         )

@@ -471,6 +471,12 @@ def format_status(summary: ConsumeSummary, lag: dict[int, int], rate: float) -> 
 
 def _startup_error(what: str, target: str, flag: str, env: str, exc: BaseException) -> StartupError:
     reason = exc.reason if isinstance(exc, StoreUnavailable) else str(exc)
+    if "does not exist" in reason and what == "PostgreSQL":
+        return StartupError(
+            f"PostgreSQL at {redact(target)} answers, but {redact(reason)}: create it "
+            f"(createdb, or `make services` for the default ghstream database) or point "
+            f"{flag} / {env} at one that exists."
+        )
     return StartupError(
         f"cannot use {what} at {redact(target)}: {redact(reason)}. "
         f"Check that it is running, or point {flag} / {env} at it."

@@ -198,6 +198,12 @@ async def connect(dsn: str, *, application_name: str, timeout_s: float = 10.0) -
             timeout=timeout_s,
             server_settings={"timezone": "UTC", "application_name": application_name},
         )
+    except asyncpg.InvalidCatalogNameError as exc:
+        raise StartupError(
+            f"PostgreSQL at {redact(dsn)} answers, but {redact(str(exc))}: create it "
+            "(createdb, or `make services` for the default ghstream database) or point "
+            "--postgres-dsn / GHSTREAM_POSTGRES_DSN at one that exists."
+        ) from exc
     except CONNECT_ERRORS as exc:
         raise StartupError(
             f"cannot connect to PostgreSQL at {redact(dsn)}: {type(exc).__name__}: "

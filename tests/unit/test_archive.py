@@ -233,6 +233,15 @@ async def test_garbage_after_the_last_member_is_noted(tmp_path: Path) -> None:
     result = await read(write(tmp_path, "garbage.json.gz", data))
     assert result.ids == ["1"]
     assert any("non-gzip" in note for note in result.stats.notes)
+    assert result.stats.truncated  # what follows could not be read: --strict fails on it
+
+
+async def test_a_gzip_header_followed_by_junk_is_a_failed_source(tmp_path: Path) -> None:
+    """Nothing inflates: the file is not skipped as empty, it fails (exit 1)."""
+    data = b"\x1f\x8b" + bytes(range(256)) * 12
+
+    with pytest.raises(SourceError, match="not a gzip file"):
+        await read(write(tmp_path, "junk.json.gz", data))
 
 
 def test_inflater_bounds_each_piece(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -309,11 +309,17 @@ def failure_reason(summary: IngestSummary, *, strict: bool) -> str | None:
         return f"Kafka did not confirm {summary.failed:,} messages"
     if strict:
         truncated = sum(1 for s in summary.sources if s.truncated)
-        if summary.bad or summary.recovered or truncated:
-            return (
-                f"--strict: {summary.bad:,} bad lines, {summary.recovered:,} repaired lines, "
-                f"{truncated} truncated files"
+        found = [
+            f"{count:,} {what}"
+            for count, what in (
+                (summary.bad, "bad lines"),
+                (summary.recovered, "repaired lines"),
+                (truncated, "files cut short or with unreadable data at the end"),
             )
+            if count
+        ]
+        if found:
+            return f"--strict: {', '.join(found)}"
     if summary.output_closed or summary.mode == "live" or summary.published > 0:
         # A quiet live poll is success; a backfill that published nothing is not.
         return None
