@@ -379,7 +379,11 @@ class _Worker:
 
     async def _lag(self) -> dict[int, int]:
         lag: dict[int, int] = {}
-        for tp in self.consumer.assignment():
+        for tp in list(self.consumer.assignment()):
+            # A rebalance may have taken the partition while position() below awaited;
+            # aiokafka asserts on a partition it no longer holds.
+            if tp not in self.consumer.assignment():
+                continue
             highwater = self.consumer.highwater(tp)
             if highwater is None:
                 continue

@@ -182,7 +182,13 @@ async def test_two_consumers_in_one_group_share_the_partitions(
     await ingest_archive(kafka_bootstrap, consumer.topic, hours)
     reference = await reference_snapshot(postgres_admin_dsn, hours)
 
-    first, second = await asyncio.gather(consumer.run_until_idle(), consumer.run_until_idle())
+    # Small batches: the first member to join finishes the batch in hand before the group
+    # rebalances, and with 5,000-event batches it could drain the other's three partitions
+    # by then, leaving that one idle with nothing to consume.
+    first, second = await asyncio.gather(
+        consumer.run_until_idle("--batch-size", "500"),
+        consumer.run_until_idle("--batch-size", "500"),
+    )
 
     ids = await mongo_ids(mongo_url, mongo_db_name)
     assert first["consumed"] > 0 and second["consumed"] > 0

@@ -182,3 +182,31 @@ async def test_until_idle_does_not_count_a_rebalance_as_a_drained_topic() -> Non
     assert not await worker._idle_long_enough()
     await listener.on_partitions_assigned(set())  # more members than partitions
     assert await worker._idle_long_enough()
+
+
+class _RevokingConsumer:
+    """Loses the other partition to a rebalance while ``position`` of one is awaited."""
+
+    def __init__(self) -> None:
+        self.assigned = {TopicPartition("t", 0), TopicPartition("t", 1)}
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        assert tp in self.assigned, "Partition is not assigned"  # as aiokafka does
+        return 10
+
+    async def position(self, tp: TopicPartition) -> int:
+        self.assigned &= {tp}
+        return 4
+
+
+async def test_lag_skips_a_partition_revoked_while_it_was_measured() -> None:
+    """Seen in CI as 'AssertionError: Partition is not assigned' ending a consumer."""
+    consumer = _RevokingConsumer()
+    worker = _Worker(ConsumerOptions(), asyncio.Event(), consumer, None, None, None)  # type: ignore[arg-type]
+
+    lag = await worker._lag()
+
+    assert list(lag.values()) == [6]  # the first one measured, the revoked one skipped
