@@ -8,6 +8,7 @@ environment; the flag wins. Defaults point at the local services that
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
@@ -23,8 +24,6 @@ DEFAULT_MONGO_DB = "ghstream"
 def check_postgres_dsn(dsn: str) -> str:
     """``dsn`` if it has the URL form asyncpg reads; else a usage error (exit 2) that
     names the form, never the password."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(dsn)
         _ = parts.port  # raises ValueError for a port that is not a number
@@ -36,6 +35,15 @@ def check_postgres_dsn(dsn: str) -> str:
             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (key=value strings are not read)"
         )
     return dsn
+
+
+def check_http_url(url: str) -> str:
+    """``url`` if it is an http(s) URL; else a usage error."""
+    if not url.startswith(("http://", "https://")):
+        raise typer.BadParameter(
+            f"{redact(url)!r} is not an http(s) URL, like https://api.github.com"
+        )
+    return url
 
 
 def check_bootstrap(servers: str) -> str:

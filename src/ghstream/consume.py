@@ -32,6 +32,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from rich.console import Console
@@ -43,6 +44,7 @@ from ghstream.errors import StartupError, StoreError
 from ghstream.kafka import MAX_MESSAGE_BYTES, EventPublisher, ensure_topic
 from ghstream.logs import redact
 from ghstream.model import Event, RawEvent
+from ghstream.queries import missing_database
 from ghstream.sinks import StoreUnavailable
 from ghstream.sinks.mongo import MongoSink
 from ghstream.sinks.postgres import PostgresSink, apply_migrations
@@ -474,13 +476,9 @@ def format_status(summary: ConsumeSummary, lag: dict[int, int], rate: float) -> 
 
 
 def _startup_error(what: str, target: str, flag: str, env: str, exc: BaseException) -> StartupError:
+    if isinstance(exc.__cause__, asyncpg.InvalidCatalogNameError):
+        return missing_database(target, exc.__cause__)
     reason = exc.reason if isinstance(exc, StoreUnavailable) else str(exc)
-    if "does not exist" in reason and what == "PostgreSQL":
-        return StartupError(
-            f"PostgreSQL at {redact(target)} answers, but {redact(reason)}: create it "
-            f"(createdb, or `make services` for the default ghstream database) or point "
-            f"{flag} / {env} at one that exists."
-        )
     return StartupError(
         f"cannot use {what} at {redact(target)}: {redact(reason)}. "
         f"Check that it is running, or point {flag} / {env} at it."

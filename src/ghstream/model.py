@@ -147,7 +147,6 @@ class Event:
 
 
 _FIELD_NAMES = tuple(f.name for f in fields(Event))
-_DATETIME_FIELDS = ("created_at", "item_created_at", "item_closed_at", "item_merged_at")
 _BIGINT = 2**63
 _KINDS = {"str": str, "int": int, "bool": bool, "datetime": datetime}
 #: The one non-None type each field holds, from its annotation (``int | None`` -> int).

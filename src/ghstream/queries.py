@@ -186,6 +186,15 @@ class ResolutionRow:
 CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError)
 
 
+def missing_database(dsn: str, exc: BaseException) -> StartupError:
+    """The error for a server that answers but has no such database: say to create it."""
+    return StartupError(
+        f"PostgreSQL at {redact(dsn)} answers, but {redact(str(exc))}: create it "
+        "(createdb, or `make services` for the default ghstream database) or point "
+        "--postgres-dsn / GHSTREAM_POSTGRES_DSN at one that exists."
+    )
+
+
 async def connect(dsn: str, *, application_name: str, timeout_s: float = 10.0) -> Any:
     """An asyncpg connection whose session time zone is UTC.
 
@@ -199,11 +208,7 @@ async def connect(dsn: str, *, application_name: str, timeout_s: float = 10.0) -
             server_settings={"timezone": "UTC", "application_name": application_name},
         )
     except asyncpg.InvalidCatalogNameError as exc:
-        raise StartupError(
-            f"PostgreSQL at {redact(dsn)} answers, but {redact(str(exc))}: create it "
-            "(createdb, or `make services` for the default ghstream database) or point "
-            "--postgres-dsn / GHSTREAM_POSTGRES_DSN at one that exists."
-        ) from exc
+        raise missing_database(dsn, exc) from exc
     except CONNECT_ERRORS as exc:
         raise StartupError(
             f"cannot connect to PostgreSQL at {redact(dsn)}: {type(exc).__name__}: "

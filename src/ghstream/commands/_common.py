@@ -21,30 +21,27 @@ log = logging.getLogger(__name__)
 stderr = Console(stderr=True, highlight=False)
 
 
-def _untyped_flags(params: list[Any]) -> None:
-    # Typer's help prints a type such as <bool> or <int> beside every option; beside a
-    # flag that reads as if it took a value (`--dry-run true`), so flags show none.
-    for param in params:
-        if getattr(param, "is_flag", False) or getattr(param, "count", False):
-            param.metavar = param.metavar or ""
+class _UntypedFlags:
+    """Help without a value type beside flags.
 
-
-class Command(TyperCommand):
-    """A ghstream command: its help shows no value type beside flags."""
+    Typer's help prints a type such as <bool> or <int> beside every option; beside a
+    flag that reads as if it took a value (`--dry-run true`), so flags show none.
+    """
 
     def get_params(self, ctx: Any) -> list[Any]:
-        params: list[Any] = super().get_params(ctx)
-        _untyped_flags(params)
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) or getattr(param, "count", False):
+                param.metavar = param.metavar or ""
         return params
 
 
-class Group(TyperGroup):
-    """The ``ghstream`` group, with the same help as :class:`Command`."""
+class Command(_UntypedFlags, TyperCommand):
+    """A ghstream command (``app.command(cls=Command)``)."""
 
-    def get_params(self, ctx: Any) -> list[Any]:
-        params: list[Any] = super().get_params(ctx)
-        _untyped_flags(params)
-        return params
+
+class Group(_UntypedFlags, TyperGroup):
+    """The ``ghstream`` group."""
 
 
 def report_error(exc: GhstreamError) -> typer.Exit:

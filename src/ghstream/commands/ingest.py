@@ -18,7 +18,14 @@ from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ghstream.commands._common import Command, report_error, run_async, stderr
-from ghstream.config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC, BootstrapOpt, JsonOpt, TopicOpt
+from ghstream.config import (
+    DEFAULT_BOOTSTRAP,
+    DEFAULT_TOPIC,
+    BootstrapOpt,
+    JsonOpt,
+    TopicOpt,
+    check_http_url,
+)
 from ghstream.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 from ghstream.ingest import (
     DEFAULT_API_URL,
@@ -28,7 +35,6 @@ from ghstream.ingest import (
     run_ingest,
 )
 from ghstream.lifecycle import handle_signals
-from ghstream.logs import redact
 
 _BACKFILL = "Backfill (--archive)"
 _LIVE = "Live (Events API)"
@@ -113,19 +119,11 @@ WatchFileOpt = Annotated[
 ]
 
 
-def _check_api_url(url: str) -> str:
-    if not url.startswith(("http://", "https://")):
-        raise typer.BadParameter(
-            f"{redact(url)!r} is not an http(s) URL, like https://api.github.com"
-        )
-    return url
-
-
 ApiUrlOpt = Annotated[
     str,
     typer.Option(
         "--api-url",
-        callback=_check_api_url,
+        callback=check_http_url,
         envvar="GHSTREAM_GITHUB_API_URL",
         help="GitHub API base URL (GitHub Enterprise: https://HOST/api/v3).",
         rich_help_panel=_LIVE,
