@@ -27,9 +27,7 @@ from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Protocol
 
 from ghstream.errors import ConfigError, SourceError
 from ghstream.lines import (
@@ -41,6 +39,9 @@ from ghstream.lines import (
     parse_document,
 )
 from ghstream.logs import redact
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,8 @@ async def _http_chunks(
     client: httpx.AsyncClient, url: str, stats: FileStats
 ) -> AsyncIterator[bytes]:
     """Stream ``url``; a connection lost midway resumes with a Range request."""
+    import httpx  # only for URL sources: local backfills start faster without it
+
     shown = redact(url)
     received = 0
     attempt = 0
@@ -429,46 +432,88 @@ class _PoolParser:
         return batch
 
 
+class _Unpacker:
+    """Gunzip (when the stream is gzip) and split a stream into lines, one chunk per call.
+
+    Calls come one at a time, in order, from a worker thread: zlib releases the
+    GIL, so the next chunk inflates while the event loop parses this one.
+    """
+
+    def __init__(self, gzip: bool) -> None:
+        self.inflater = Inflater() if gzip else None
+        self.splitter = LineSplitter()
+
+    def feed(self, chunk: bytes) -> list[tuple[list[bytes], list[bytes]]]:
+        """``(lines, prefixes of overlong lines)`` for each inflated piece of ``chunk``."""
+        pieces: Iterable[bytes] = self.inflater.feed(chunk) if self.inflater else (chunk,)
+        return [self._split(piece) for piece in pieces]
+
+    def finish(self) -> tuple[list[bytes], list[bytes]]:
+        """The last lines: a cut gzip member's bytes, a final line without a newline."""
+        tail = self.splitter.feed(self.inflater.finish()) if self.inflater else []
+        tail += self.splitter.finish()
+        return tail, self._take_overlong()
+
+    def _split(self, piece: bytes) -> tuple[list[bytes], list[bytes]]:
+        return self.splitter.feed(piece), self._take_overlong()
+
+    def _take_overlong(self) -> list[bytes]:
+        overlong, self.splitter.overlong = self.splitter.overlong, []
+        return overlong
+
+
 async def _parse_stream(
     chunks: AsyncIterator[bytes], stats: FileStats, parser: _Parser
 ) -> AsyncIterator[ParsedBatch | EncodedBatch]:
-    splitter = LineSplitter()
-    inflater: Inflater | None = None
-    head: bytes | None = b""
+    loop = asyncio.get_running_loop()
+    unpacker: _Unpacker | None = None
+    ahead: asyncio.Future[list[tuple[list[bytes], list[bytes]]]] | None = None
+    head = b""
     async for chunk in chunks:
-        if head is not None:
+        if unpacker is None:
             # Decide gzip or not on the first two bytes, however the stream is chunked.
             head += chunk
             if len(head) < len(_GZIP_MAGIC):
                 continue
-            chunk, head = head, None
-            inflater = Inflater() if chunk.startswith(_GZIP_MAGIC) else None
-        pieces: Iterable[bytes] = inflater.feed(chunk) if inflater else (chunk,)
-        for piece in pieces:
-            for batch in await parser.feed(splitter.feed(piece)):
+            chunk, head = head, b""
+            unpacker = _Unpacker(gzip=chunk.startswith(_GZIP_MAGIC))
+        # Unpack this chunk in a thread while the lines of the previous one are parsed.
+        done = await ahead if ahead is not None else []
+        ahead = loop.run_in_executor(None, unpacker.feed, chunk)
+        for lines, overlong in done:
+            for batch in await _parse_lines(parser, lines, overlong, stats):
                 yield batch
-            if splitter.overlong:
-                yield _overlong(splitter, stats)
 
-    tail = splitter.feed(head) if head else []  # a file of a single byte
-    if inflater is not None:
-        tail += splitter.feed(inflater.finish())
-        _record_gzip(inflater, stats)
-    tail += splitter.finish()
-    for batch in [*await parser.feed(tail), *await parser.finish()]:
+    done = await ahead if ahead is not None else []
+    if unpacker is None:
+        unpacker = _Unpacker(gzip=False)  # empty, or a file of a single byte
+        done = unpacker.feed(head)
+    done.append(unpacker.finish())
+    if unpacker.inflater is not None:
+        _record_gzip(unpacker.inflater, stats)
+    for lines, overlong in done:
+        for batch in await _parse_lines(parser, lines, overlong, stats):
+            yield batch
+    for batch in await parser.finish():
         yield batch
-    if splitter.overlong:
-        yield _overlong(splitter, stats)
 
 
-def _overlong(splitter: LineSplitter, stats: FileStats) -> ParsedBatch:
+async def _parse_lines(
+    parser: _Parser, lines: list[bytes], overlong: list[bytes], stats: FileStats
+) -> list[ParsedBatch | EncodedBatch]:
+    batches = await parser.feed(lines)
+    if overlong:
+        batches.append(_overlong(overlong, stats))
+    return batches
+
+
+def _overlong(prefixes: list[bytes], stats: FileStats) -> ParsedBatch:
     batch = ParsedBatch()
     reason = f"line longer than {MAX_LINE_BYTES} bytes (first 4096 bytes kept)"
-    for prefix in splitter.overlong:
+    for prefix in prefixes:
         stats.lines += 1
         stats.bad += 1
         batch.bad.append(BadLine(stats.lines, reason, prefix))
-    splitter.overlong.clear()
     return batch
 
 
