@@ -19,6 +19,7 @@ DEFAULT_TOPIC = "github-events"
 DEFAULT_POSTGRES_DSN = "postgresql://ghstream:ghstream@127.0.0.1:5432/ghstream"
 DEFAULT_MONGO_URL = "mongodb://127.0.0.1:27017"
 DEFAULT_MONGO_DB = "ghstream"
+DEFAULT_API_URL = "https://api.github.com"
 
 
 def check_postgres_dsn(dsn: str) -> str:

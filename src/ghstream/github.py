@@ -48,6 +48,7 @@ import httpx
 import orjson
 
 from ghstream import __version__
+from ghstream.config import DEFAULT_API_URL
 from ghstream.errors import ConfigError
 from ghstream.ratelimit import (
     Clock,
@@ -66,7 +67,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_API_URL = "https://api.github.com"
 PER_PAGE = 100
 DEFAULT_POLL_INTERVAL_S = 60.0
 REQUEST_TIMEOUT_S = 30.0

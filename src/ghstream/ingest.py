@@ -22,27 +22,27 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, TypeVar
-
-import httpx
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 from ghstream import __version__, wire
 from ghstream.archive import FileStats, Source, read_source, resolve_sources
-from ghstream.config import DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
+from ghstream.config import DEFAULT_API_URL, DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
 from ghstream.errors import ConfigError, SourceError
 from ghstream.kafka import DeliveryError, EventPublisher, ensure_topic
 from ghstream.lines import EncodedBatch
 from ghstream.model import Event
 
+if TYPE_CHECKING:
+    import httpx
+
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-DEFAULT_API_URL = "https://api.github.com"
 HTTP_TIMEOUT_S = 60.0
 MAX_PARSE_WORKERS = 3
 POOL_MIN_BYTES = 4 << 20
@@ -162,12 +162,12 @@ class Sink(Protocol):
     failed: int
     trimmed: int
 
-    async def publish(
-        self, event: Event, raw: bytes | dict[str, Any], *, source: str | None = None
+    async def publish_many(
+        self, events: Iterable[tuple[Event, bytes | dict[str, Any]]], *, source: str | None = None
     ) -> None: ...
 
-    async def publish_encoded(
-        self, key: bytes | None, value: bytes, *, source: str | None = None
+    async def publish_encoded_many(
+        self, records: Iterable[tuple[bytes | None, bytes]], *, source: str | None = None
     ) -> None: ...
 
     async def dead_letter(
@@ -196,15 +196,23 @@ class DryRunSink:
     async def publish(
         self, event: Event, raw: bytes | dict[str, Any], *, source: str | None = None
     ) -> None:
-        await self.publish_encoded(None, wire.encode_event(event, raw), source=source)
+        await self.publish_many(((event, raw),), source=source)
 
-    async def publish_encoded(
-        self, key: bytes | None, value: bytes, *, source: str | None = None
+    async def publish_many(
+        self, events: Iterable[tuple[Event, bytes | dict[str, Any]]], *, source: str | None = None
     ) -> None:
-        self._write(value)
-        self.published += 1
-        if source is not None:
-            self.published_by_source[source] = self.published_by_source.get(source, 0) + 1
+        encode = wire.encode_event
+        records = ((None, encode(event, raw)) for event, raw in events)
+        await self.publish_encoded_many(records, source=source)
+
+    async def publish_encoded_many(
+        self, records: Iterable[tuple[bytes | None, bytes]], *, source: str | None = None
+    ) -> None:
+        for _, value in records:
+            self._write(value)
+            self.published += 1
+            if source is not None:
+                self.published_by_source[source] = self.published_by_source.get(source, 0) + 1
 
     async def publish_gap(
         self,
@@ -329,6 +337,8 @@ async def _backfill(
         if any(source.url is not None for source in sources):
             # Only when needed: building the TLS context costs a noticeable fraction
             # of a second, more than reading a small local file.
+            import httpx
+
             headers = {"User-Agent": f"ghstream/{__version__}"}
             client = await stack.enter_async_context(
                 httpx.AsyncClient(timeout=HTTP_TIMEOUT_S, follow_redirects=True, headers=headers)
@@ -417,15 +427,14 @@ class _Pipeline:
 
     async def _publish(self, events: list[tuple[Event, bytes | dict[str, Any]]], name: str) -> int:
         """Publish a batch's events; returns how many the type filter skipped."""
-        publish, types = self.sink.publish, self.types
+        types = self.types
         if types is not None:
             kept = [pair for pair in events if pair[0].type in types]
             filtered, events = len(events) - len(kept), kept
         else:
             filtered = 0
         events = self._apply_limit(events)
-        for event, raw in events:
-            await publish(event, raw, source=name)
+        await self.sink.publish_many(events, source=name)
         self.queued += len(events)
         return filtered
 
@@ -433,15 +442,14 @@ class _Pipeline:
         self, records: list[tuple[str, bytes | None, bytes]], name: str
     ) -> int:
         """:meth:`_publish` for envelopes a worker process already encoded."""
-        publish, types = self.sink.publish_encoded, self.types
+        types = self.types
         if types is not None:
             kept = [record for record in records if record[0] in types]
             filtered, records = len(records) - len(kept), kept
         else:
             filtered = 0
         records = self._apply_limit(records)
-        for _, key, value in records:
-            await publish(key, value, source=name)
+        await self.sink.publish_encoded_many(((k, v) for _, k, v in records), source=name)
         self.queued += len(records)
         return filtered
 

@@ -3,14 +3,15 @@
 :func:`ensure_topic` creates ``TOPIC`` and ``TOPIC.dlq`` when they are missing
 and waits until every partition has a leader.
 
-:class:`EventPublisher` fills one record batch per partition itself (aiokafka's
-``create_batch``/``send_batch``) instead of calling ``send()`` per event: the
-per-event cost drops from a coroutine, a future and a metadata check to one
-``append``, which is what lets a backfill keep up with the parser. It keeps
-aiokafka's guarantees: ``acks="all"``, idempotence (one in-flight batch per
-partition, so per-key order holds through retries), and a batch counts only
-when the broker confirmed it. The partition of a key is murmur2, as in Kafka's
-Java client, so other producers agree on it.
+:class:`EventPublisher` fills one record batch per partition itself
+(:class:`ghstream.batches.RecordBatch`, handed to aiokafka's ``send_batch``)
+instead of calling ``send()`` per event: the per-event cost drops from a
+coroutine, a future and a metadata check to one ``append``, and each full batch
+is compressed in a worker thread while the next one fills, not in the event
+loop. It keeps aiokafka's guarantees: ``acks="all"``, idempotence (one
+in-flight batch per partition, so per-key order holds through retries), and a
+batch counts only when the broker confirmed it. The partition of a key is
+murmur2, as in Kafka's Java client, so other producers agree on it.
 
 An event whose envelope would exceed the broker's ``message.max.bytes`` is
 not dropped: its raw object's largest fields are trimmed (``raw_trimmed`` in
@@ -26,6 +27,8 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -41,9 +44,9 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     for_code,
 )
-from aiokafka.partitioner import murmur2
 
 from ghstream import wire
+from ghstream.batches import CODECS, RecordBatch, murmur2
 from ghstream.config import dlq_topic
 from ghstream.errors import ConfigError, GhstreamError, StartupError
 from ghstream.model import Event
@@ -63,7 +66,7 @@ _HEADER_SOURCE = "ghstream-source"
 _HEADER_LINE = "ghstream-line"
 _HEADER_TRUNCATED = "ghstream-truncated-from"
 _KEY_CACHE_MAX = 16_384
-"""Keys whose partition is remembered (murmur2 costs ~2.4 µs in Python). Busy
+"""Keys whose partition is remembered (murmur2 costs ~1.2 µs in Python). Busy
 repositories hit it; a larger cache only grows ingest's memory with the number of
 repositories in the input (200,000 keys cost ~15 MB on the modern-size hour)."""
 
@@ -161,9 +164,9 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str]) -> Non
 
 @dataclass(slots=True)
 class _OpenBatch:
-    """A record batch being filled for one topic partition."""
+    """A record batch being filled for one topic partition, and what it carries."""
 
-    builder: Any
+    records: RecordBatch
     opened_s: float
     events: int = 0
     gaps: int = 0
@@ -192,14 +195,18 @@ class EventPublisher:
         linger_ms: int = 50,
         max_batch_bytes: int = 1024 * 1024,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
-        max_pending_batches: int = 24,
+        max_pending_batches: int = 16,
         request_timeout_ms: int = 60_000,
         client_id: str = "ghstream-ingest",
     ) -> None:
+        if compression not in CODECS:
+            raise ConfigError(f"compression {compression!r} is not one of {CODECS}")
         self.bootstrap = bootstrap
         self.topic = topic
         self.dlq = dlq_topic(topic)
         self.max_message_bytes = max_message_bytes
+        self._compression = compression
+        self._max_batch_bytes = max_batch_bytes
         self._linger_s = linger_ms / 1000
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
@@ -216,11 +223,17 @@ class EventPublisher:
         self._key_partition: dict[tuple[str, bytes], int] = {}
         self._sticky: dict[str, int] = {}
         self._open: dict[tuple[str, int], _OpenBatch] = {}
-        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        # Sealed batches wait here, in the order they were sealed, for their
+        # compression and then their turn with aiokafka: one queue, one sender,
+        # so a partition's batches reach the producer in the order they were filled.
+        self._outbox: asyncio.Queue[tuple[tuple[str, int], _OpenBatch, asyncio.Future[None]]] = (
+            asyncio.Queue()
+        )
         self._slots = asyncio.Semaphore(max_pending_batches)
+        self._compressor: ThreadPoolExecutor | None = None
         self._pending: set[asyncio.Future[Any]] = set()
         self._errors: list[BaseException] = []
-        self._linger_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.published = 0
         self.gaps_published = 0
         self.dead_lettered = 0
@@ -258,41 +271,76 @@ class EventPublisher:
             raise StartupError(
                 f"cannot reach Kafka at {self.bootstrap}: {exc}; {BOOTSTRAP_HINT}"
             ) from exc
-        self._linger_task = asyncio.create_task(self._linger_loop(), name="ghstream-linger")
+        # One thread: zstd releases the GIL, so it runs beside the parsing, and
+        # one keeps up with it (measured in bench/RESULTS.md).
+        self._compressor = ThreadPoolExecutor(1, thread_name_prefix="ghstream-compress")
+        self._tasks = [
+            asyncio.create_task(self._send_loop(), name="ghstream-send"),
+            asyncio.create_task(self._linger_loop(), name="ghstream-linger"),
+        ]
 
     async def stop(self) -> None:
         """Stop the producer; call :meth:`flush` first to know every delivery's outcome."""
-        if self._linger_task is not None:
-            self._linger_task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._linger_task
-            self._linger_task = None
+                await task
+        self._tasks = []
         await self._producer.stop()
+        if self._compressor is not None:
+            self._compressor.shutdown(wait=True, cancel_futures=True)
+            self._compressor = None
 
     async def publish(
         self, event: Event, raw: bytes | dict[str, Any], *, source: str | None = None
     ) -> None:
         """Queue ``event``; it counts in :attr:`published` once the brokers confirm it."""
-        value = wire.encode_event(event, raw)
-        if len(value) > self.max_message_bytes - _RECORD_OVERHEAD_BYTES:
-            value = self._trim(event, raw, value)
-        batch = await self._append(self.topic, wire.event_key(event), value, None)
-        batch.events += 1
-        if source is not None:
-            batch.sources[source] += 1
+        await self.publish_many(((event, raw),), source=source)
+
+    async def publish_many(
+        self, events: Iterable[tuple[Event, bytes | dict[str, Any]]], *, source: str | None = None
+    ) -> None:
+        """:meth:`publish` for many events, in order: the backfill's loop, kept free of awaits
+        except when a full batch must wait for room."""
+        topic, limit = self.topic, self.max_message_bytes - _RECORD_OVERHEAD_BYTES
+        encode, key_of, partition_of, open_batches = (
+            wire.encode_event, wire.event_key, self._partition, self._open,
+        )  # fmt: skip
+        for event, raw in events:
+            value = encode(event, raw)
+            if len(value) > limit:
+                value = self._trim(event, raw, value)
+            key = key_of(event)
+            batch = open_batches.get((topic, partition_of(topic, key)))
+            if batch is None or not batch.records.append(key, value, None):
+                batch = await self._append(topic, key, value, None)
+            batch.events += 1
+            if source is not None:
+                batch.sources[source] += 1
 
     async def publish_encoded(
         self, key: bytes | None, value: bytes, *, source: str | None = None
     ) -> None:
         """:meth:`publish` for an envelope already encoded (by a parse worker)."""
-        if len(value) > self.max_message_bytes - _RECORD_OVERHEAD_BYTES:
-            envelope = wire.decode(value)
-            assert envelope.event is not None and envelope.raw is not None
-            value = self._trim(envelope.event, envelope.raw, value)
-        batch = await self._append(self.topic, key, value, None)
-        batch.events += 1
-        if source is not None:
-            batch.sources[source] += 1
+        await self.publish_encoded_many(((key, value),), source=source)
+
+    async def publish_encoded_many(
+        self, records: Iterable[tuple[bytes | None, bytes]], *, source: str | None = None
+    ) -> None:
+        """:meth:`publish_many` for envelopes already encoded, as ``(key, value)`` pairs."""
+        topic, limit = self.topic, self.max_message_bytes - _RECORD_OVERHEAD_BYTES
+        for key, value in records:
+            if len(value) > limit:
+                envelope = wire.decode(value)
+                assert envelope.event is not None and envelope.raw is not None
+                value = self._trim(envelope.event, envelope.raw, value)
+            batch = self._open.get((topic, self._partition(topic, key)))
+            if batch is None or not batch.records.append(key, value, None):
+                batch = await self._append(topic, key, value, None)
+            batch.events += 1
+            if source is not None:
+                batch.sources[source] += 1
 
     async def publish_gap(
         self,
@@ -332,7 +380,8 @@ class EventPublisher:
     async def flush(self) -> None:
         """Send every open batch and wait for all deliveries; raise if any failed."""
         for topic_partition in list(self._open):
-            await self._submit(topic_partition)
+            await self._seal(topic_partition)
+        await self._outbox.join()
         while self._pending:
             await asyncio.wait(set(self._pending))
         if self._errors:
@@ -375,18 +424,14 @@ class EventPublisher:
         topic_partition = (topic, self._partition(topic, key))
         batch = self._open.get(topic_partition)
         if batch is not None:
-            appended = batch.builder.append(timestamp=None, key=key, value=value, headers=headers)
-            if appended is not None:
+            if batch.records.append(key, value, headers):
                 return batch
-            await self._submit(topic_partition)
+            await self._seal(topic_partition)
             if key is None:
                 topic_partition = (topic, self._next_sticky(topic))
-
-        # Record timestamps are the time of publishing, not the event's: a 2015
-        # timestamp would make time-based retention delete the segment at once.
-        batch = _OpenBatch(builder=self._producer.create_batch(), opened_s=time.monotonic())
+        batch = _OpenBatch(RecordBatch(self._max_batch_bytes, self._compression), time.monotonic())
         self._open[topic_partition] = batch
-        batch.builder.append(timestamp=None, key=key, value=value, headers=headers)
+        batch.records.append(key, value, headers)  # a batch always takes its first record
         return batch
 
     def _next_sticky(self, topic: str) -> int:
@@ -395,24 +440,37 @@ class EventPublisher:
         self._sticky[topic] = partitions[(partitions.index(current) + 1) % len(partitions)]
         return self._sticky[topic]
 
-    async def _submit(self, topic_partition: tuple[str, int]) -> None:
+    async def _seal(self, topic_partition: tuple[str, int]) -> None:
+        """Close a partition's open batch and start compressing it; waits while too many are out."""
         batch = self._open.pop(topic_partition, None)
         if batch is None:
             return
-        # The lock keeps this partition's batches in the order they were filled;
-        # it is taken before any await, so two submits cannot swap places.
-        lock = self._locks.setdefault(topic_partition, asyncio.Lock())
-        async with lock:
-            await self._slots.acquire()
-            topic, partition = topic_partition
+        await self._slots.acquire()
+        assert self._compressor is not None, "start() the publisher first"
+        compressing = asyncio.get_running_loop().run_in_executor(
+            self._compressor, batch.records.seal
+        )
+        self._outbox.put_nowait((topic_partition, batch, compressing))
+
+    async def _send_loop(self) -> None:
+        """Hand sealed batches to aiokafka, each once its compression is done, in seal order."""
+        while True:
+            (topic, partition), batch, compressing = await self._outbox.get()
             try:
-                future = await self._producer.send_batch(batch.builder, topic, partition=partition)
-            except BaseException as exc:
+                await compressing
+                future = await self._producer.send_batch(batch.records, topic, partition=partition)
+            except asyncio.CancelledError:
+                self._slots.release()
+                self._record_failure(batch, asyncio.CancelledError("publisher stopped"))
+                raise
+            except Exception as exc:
                 self._slots.release()
                 self._record_failure(batch, exc)
-                raise
-        self._pending.add(future)
-        future.add_done_callback(lambda done: self._delivered(done, batch))
+            else:
+                self._pending.add(future)
+                future.add_done_callback(lambda done, batch=batch: self._delivered(done, batch))
+            finally:
+                self._outbox.task_done()
 
     def _delivered(self, future: asyncio.Future[Any], batch: _OpenBatch) -> None:
         self._pending.discard(future)
@@ -442,11 +500,7 @@ class EventPublisher:
             now = time.monotonic()
             for topic_partition, batch in list(self._open.items()):
                 if (
-                    now - batch.opened_s < self._linger_s
-                    or self._open.get(topic_partition) is not batch
+                    now - batch.opened_s >= self._linger_s
+                    and self._open.get(topic_partition) is batch
                 ):
-                    continue
-                try:
-                    await self._submit(topic_partition)
-                except Exception:  # recorded by _submit; flush() raises it
-                    log.debug("linger submit failed", exc_info=True)
+                    await self._seal(topic_partition)

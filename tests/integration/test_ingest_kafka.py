@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
 from ghstream import wire
 from ghstream.ingest import IngestOptions, run_ingest
@@ -107,6 +108,8 @@ async def test_round_trip_every_id_once_in_per_repository_order(
     assert len(set(ids)) == len(ids)
     assert_per_key_order(records, [(wire.event_key(e), e.id) for e in produced])
     assert all(r.key == str(wire.decode(r.value).event.repo_id).encode() for r in records)  # type: ignore[union-attr]
+    # The partition of a key is the Java client's, so other producers agree on it.
+    assert all(r.partition == (aiokafka_murmur2(r.key) & 0x7FFFFFFF) % 6 for r in records)
     assert await read_topic(kafka_bootstrap, f"{topic}.dlq") == []
 
 
