@@ -6,20 +6,19 @@ import asyncio
 import logging
 import time
 from contextlib import nullcontext, suppress
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import asyncpg
 import orjson
 import typer
 
-from ghstream.analytics import AggregateResult, run_aggregate
 from ghstream.commands._common import Command, report_error, run_async, stderr
 from ghstream.config import DEFAULT_POSTGRES_DSN, JsonOpt, PostgresOpt
 from ghstream.errors import GhstreamError, StoreError
 from ghstream.lifecycle import handle_signals
-from ghstream.migrate import apply_migrations
-from ghstream.queries import connect
 from ghstream.timewindow import parse_duration
+
+if TYPE_CHECKING:
+    from ghstream.analytics import AggregateResult
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +54,10 @@ def _to_json(result: AggregateResult) -> str:
 
 
 async def _run_once(conn: Any, *, full: bool) -> AggregateResult:
+    import asyncpg
+
+    from ghstream.analytics import run_aggregate
+
     status = stderr.status("aggregating") if stderr.is_terminal else nullcontext()
     with status as shown:
 
@@ -69,6 +72,9 @@ async def _run_once(conn: Any, *, full: bool) -> AggregateResult:
 
 
 async def _aggregate(dsn: str, *, full: bool, every_s: float | None, as_json: bool) -> None:
+    from ghstream.migrate import apply_migrations
+    from ghstream.queries import connect
+
     conn = await connect(dsn, application_name="ghstream-aggregate")
     try:
         await apply_migrations(conn)
@@ -83,6 +89,8 @@ async def _aggregate(dsn: str, *, full: bool, every_s: float | None, as_json: bo
 
 async def _repeat(conn: Any, dsn: str, *, full: bool, every_s: float, as_json: bool) -> None:
     """Run every ``every_s`` seconds (work time included) until a signal."""
+    from ghstream.queries import connect
+
     stop = asyncio.Event()
     with handle_signals(stop):
         while not stop.is_set():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -11,8 +11,10 @@ import typer
 from ghstream import config
 from ghstream.commands._common import Command, run_async
 from ghstream.config import BootstrapOpt, JsonOpt, MongoDbOpt, MongoUrlOpt, PostgresOpt, TopicOpt
-from ghstream.consume import ConsumerOptions, ConsumeSummary, run_consumer
 from ghstream.lifecycle import handle_signals
+
+if TYPE_CHECKING:
+    from ghstream.consume import ConsumerOptions, ConsumeSummary
 
 _PANEL = "Consumer"
 
@@ -76,6 +78,8 @@ def print_summary(summary: ConsumeSummary, *, as_json: bool) -> None:
 
 
 async def _consume(options: ConsumerOptions) -> ConsumeSummary:
+    from ghstream.consume import run_consumer
+
     stop = asyncio.Event()
     with handle_signals(stop):
         return await run_consumer(options, stop)
@@ -107,6 +111,8 @@ def consume(
 
         ghstream consume --until-idle 5 --json
     """
+    from ghstream.consume import ConsumerOptions
+
     options = ConsumerOptions(
         bootstrap=bootstrap,
         topic=topic,

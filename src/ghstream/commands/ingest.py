@@ -7,18 +7,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress as RichProgress
-from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ghstream.commands._common import Command, report_error, run_async, stderr
 from ghstream.config import (
+    DEFAULT_API_URL,
     DEFAULT_BOOTSTRAP,
     DEFAULT_TOPIC,
     BootstrapOpt,
@@ -27,14 +25,12 @@ from ghstream.config import (
     check_http_url,
 )
 from ghstream.errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, ConfigError
-from ghstream.ingest import (
-    DEFAULT_API_URL,
-    IngestOptions,
-    IngestSummary,
-    Progress,
-    run_ingest,
-)
 from ghstream.lifecycle import handle_signals
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ghstream.ingest import IngestOptions, IngestSummary, Progress
 
 _BACKFILL = "Backfill (--archive)"
 _LIVE = "Live (Events API)"
@@ -235,6 +231,8 @@ def ingest(
     --strict saw a bad line; 2 for bad usage; 3 when Kafka is unreachable; 4 when
     GitHub refuses the token; 130 when interrupted.
     """
+    from ghstream.ingest import IngestOptions
+
     try:
         event_types = parse_types(types)
     except ConfigError as exc:
@@ -283,6 +281,8 @@ def parse_types(text: str | None) -> tuple[str, ...]:
 
 
 async def _run(options: IngestOptions, *, show_progress: bool) -> IngestSummary:
+    from ghstream.ingest import run_ingest
+
     stop = asyncio.Event()
     with handle_signals(stop):
         if not show_progress or not options.archive:
@@ -334,6 +334,9 @@ class _ProgressDisplay:
     """Events read, events/s and bad lines on stderr, refreshed after each batch."""
 
     def __init__(self, console: Console) -> None:
+        from rich.progress import Progress as RichProgress
+        from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
         self._progress = RichProgress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -391,6 +394,8 @@ def _print_summary(summary: IngestSummary, *, as_json: bool) -> None:
 
 
 def _sources_table(summary: IngestSummary) -> Table:
+    from rich.table import Table
+
     table = Table(title="ghstream ingest", title_justify="left", show_edge=False)
     for column in ("source", "lines", "events", "recovered", "bad", "filtered", "published"):
         table.add_column(column, justify="left" if column == "source" else "right")

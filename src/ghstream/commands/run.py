@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import typer
@@ -37,11 +37,21 @@ from ghstream.commands.ingest import (
     parse_types,
 )
 from ghstream.commands.ingest import exit_code as ingest_exit_code
-from ghstream.config import BootstrapOpt, JsonOpt, MongoDbOpt, MongoUrlOpt, PostgresOpt, TopicOpt
-from ghstream.consume import ConsumerOptions, ConsumeSummary, run_consumer
+from ghstream.config import (
+    DEFAULT_API_URL,
+    BootstrapOpt,
+    JsonOpt,
+    MongoDbOpt,
+    MongoUrlOpt,
+    PostgresOpt,
+    TopicOpt,
+)
 from ghstream.errors import EXIT_INTERRUPTED, ConfigError, GhstreamError
-from ghstream.ingest import DEFAULT_API_URL, IngestOptions, IngestSummary, run_ingest
 from ghstream.lifecycle import handle_signals
+
+if TYPE_CHECKING:
+    from ghstream.consume import ConsumerOptions, ConsumeSummary
+    from ghstream.ingest import IngestOptions, IngestSummary
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +86,9 @@ async def run_both(
     once ingest has finished, so a backfill ends when it is fully stored.
     Raises the first task failure, after the other task has stopped.
     """
+    from ghstream.consume import run_consumer
+    from ghstream.ingest import run_ingest
+
     stop = asyncio.Event()
     ingest_done = asyncio.Event()
     consumer_options.idle_after = ingest_done
@@ -143,6 +156,9 @@ def run(
 
         ghstream run --archive 2015-01-01-12 --until-idle 5
     """
+    from ghstream.consume import ConsumerOptions
+    from ghstream.ingest import IngestOptions
+
     try:
         event_types = parse_types(types)
     except ConfigError as exc:

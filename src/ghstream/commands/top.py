@@ -7,21 +7,20 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import asyncpg
 import orjson
 import typer
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.text import Text
 
-from ghstream import queries, render
 from ghstream.commands._common import Command, report_error, run_async, stderr
 from ghstream.config import DEFAULT_POSTGRES_DSN, PostgresOpt
 from ghstream.errors import EXIT_INTERRUPTED, ConfigError, GhstreamError
-from ghstream.queries import Report
 from ghstream.timewindow import DEFAULT_SPAN, Granularity, resolve_window
+
+if TYPE_CHECKING:
+    from ghstream.queries import Report
 
 View = Literal["contributors", "repos", "commits", "types", "frequency", "resolution"]
 
@@ -65,6 +64,10 @@ def read_bots_file(path: Path) -> tuple[str, ...]:
 
 async def build_report(conn: Any, options: TopOptions) -> Report[Any]:
     """Run the query behind ``options.view``; raise :class:`NothingStored` on an empty store."""
+    import asyncpg
+
+    from ghstream import queries
+
     try:
         newest = await queries.newest_event(conn)
     except asyncpg.UndefinedTableError:
@@ -123,10 +126,14 @@ def empty_range_hint(report: Report[Any]) -> str | None:
 
 
 async def _open(dsn: str) -> Any:
+    from ghstream import queries
+
     return await queries.connect(dsn, application_name="ghstream-top")
 
 
 async def _once(dsn: str, options: TopOptions, output: str) -> None:
+    from ghstream import render
+
     conn = await _open(dsn)
     try:
         try:
@@ -152,6 +159,8 @@ async def _once(dsn: str, options: TopOptions, output: str) -> None:
 
 
 async def _watch(dsn: str, options: TopOptions, every_s: float) -> None:
+    from rich.live import Live
+
     console = Console(highlight=False)
     conn = await _open(dsn)
     try:
@@ -164,6 +173,8 @@ async def _watch(dsn: str, options: TopOptions, every_s: float) -> None:
 
 
 async def _watch_frame(conn: Any, options: TopOptions, console: Console) -> RenderableType:
+    from ghstream import render
+
     stamp = Text(f"refreshed {datetime.now(UTC):%H:%M:%S} UTC · Ctrl-C to stop", style="dim")
     try:
         report = await build_report(conn, options)
