@@ -68,7 +68,7 @@ chromium:
 compose-cli:
 	@if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then \
 		echo "Installing Debian's docker-compose (to check compose.yaml)"; \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; } \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose; } \
 			|| echo "warning: could not install docker-compose: the compose check will be skipped" >&2; \
 	fi
 

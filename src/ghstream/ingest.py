@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 from ghstream import __version__, wire
 from ghstream.archive import FileStats, Source, read_source, resolve_sources
 from ghstream.config import DEFAULT_API_URL, DEFAULT_BOOTSTRAP, DEFAULT_TOPIC
-from ghstream.errors import ConfigError, SourceError
+from ghstream.errors import ConfigError, GhstreamError, SourceError
 from ghstream.kafka import DeliveryError, EventPublisher, ensure_topic
 from ghstream.lines import EncodedBatch
 from ghstream.model import Event
@@ -188,6 +188,10 @@ class OutputClosed(Exception):
     """Whoever read the dry-run output went away (``| head``)."""
 
 
+class OutputError(GhstreamError):
+    """The dry-run output cannot be written (a full disk, a closed descriptor)."""
+
+
 class DryRunSink:
     """Writes one envelope per line to ``out`` instead of Kafka; dead letters are only logged."""
 
@@ -244,12 +248,23 @@ class DryRunSink:
             self._out.flush()
         except BrokenPipeError as exc:
             raise OutputClosed from exc
+        except OSError as exc:
+            raise self._cannot_write(exc) from exc
 
     def _write(self, envelope: bytes) -> None:
         try:
             self._out.write(envelope + b"\n")
         except BrokenPipeError as exc:
             raise OutputClosed from exc
+        except OSError as exc:
+            raise self._cannot_write(exc) from exc
+
+    def _cannot_write(self, exc: OSError) -> OutputError:
+        # What is still buffered cannot be written either: let it go to /dev/null at
+        # exit instead of a second traceback.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._out.fileno())
+        return OutputError(f"cannot write the dry-run output: {exc.strerror or exc}")
 
 
 def _refuse_live_flags(options: IngestOptions) -> None:

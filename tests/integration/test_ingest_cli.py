@@ -173,3 +173,17 @@ def test_dry_run_into_a_closed_pipe_exits_quietly(tmp_path: Path) -> None:
     assert len(result.stdout.splitlines()) == 1
     assert b"BrokenPipe" not in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_dry_run_onto_a_full_disk_is_a_clear_error(tmp_path: Path) -> None:
+    source = big_file(tmp_path, 2_000)
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "ghstream", "ingest", "--archive", str(source), "--dry-run"],
+            stdout=full, stderr=subprocess.PIPE, cwd=REPO_ROOT, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr.decode()
+    assert b"cannot write the dry-run output: No space left on device" in result.stderr
+    assert b"Traceback" not in result.stderr
+    assert b"Exception ignored" not in result.stderr
