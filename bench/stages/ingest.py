@@ -10,6 +10,11 @@ peer alike.
 * the seed design (:mod:`bench.peers.naive_producer`): kafka-python, json per
   event, one ``send`` per event.
 
+A fourth row, not a peer, is ghstream's publisher alone
+(:mod:`bench.publish_only`): the same envelopes, encoded beforehand by
+``ghstream ingest --dry-run``, sent through :class:`ghstream.kafka.EventPublisher`.
+Against kcat it shows what Kafka costs ghstream apart from parsing.
+
 Every run is checked: the topic must hold exactly the file's events afterwards.
 """
 
@@ -17,13 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import subprocess
 import time
+from pathlib import Path
 
 import orjson
 
 from bench import infra
 from bench.context import Context
 from bench.harness import Result, alternate, log
+from ghstream import wire
 
 PEERS = infra.ROOT / "bench" / "peers"
 _own_rates: list[float] = []
@@ -76,6 +84,37 @@ def naive_limit(ctx: Context) -> int:
     return min(ctx.modern_events, 2_000 if ctx.quick else 15_000)
 
 
+def records_file(ctx: Context) -> Path:
+    """``key<TAB>envelope`` lines of the modern hour, as ``ghstream ingest`` would send them."""
+    path = ctx.modern_plain.with_suffix(".records")
+    if path.exists() and path.stat().st_mtime >= ctx.modern_plain.stat().st_mtime:
+        return path
+    log(f"  writing {path.name} (envelopes and keys for the publisher-alone row)")
+    envelopes = path.with_suffix(".envelopes")
+    with envelopes.open("wb") as out:
+        command = infra.ghstream("ingest", "--archive", ctx.modern_gz, "--dry-run")
+        subprocess.run(command, stdout=out, stderr=subprocess.DEVNULL, check=True)
+    partial = path.with_suffix(".records.partial")
+    with envelopes.open("rb") as values, partial.open("wb") as out:
+        for value in values:
+            envelope = wire.decode(value)
+            assert envelope.event is not None
+            out.write((wire.event_key(envelope.event) or b"") + b"\t" + value)
+    envelopes.unlink()
+    partial.replace(path)
+    return path
+
+
+_publisher_rates: list[float] = []
+"""The publisher-alone side's own events/s, from its first send to its last confirmation."""
+
+
+def _publish_only(ctx: Context, topic: str) -> None:
+    records = records_file(ctx)
+    command = [infra.BIN / "python", "-m", "bench.publish_only", records, topic, infra.BOOTSTRAP]
+    _publisher_rates.append(float(infra.run(command).stdout.split()[1]))
+
+
 def _naive(ctx: Context, topic: str) -> None:
     infra.run(
         [
@@ -113,10 +152,12 @@ def _measure(ctx: Context, produce: object, events: int | None = None) -> float:
 
 def run(ctx: Context) -> list[Result]:
     log(f"stage 2 ingest: {ctx.modern_events} events")
+    records_file(ctx)
     values = alternate(
         [
             ("ghstream", lambda: _measure(ctx, _ghstream)),
             ("kcat", lambda: _measure(ctx, _kcat)),
+            ("ghstream publisher alone", lambda: _measure(ctx, _publish_only)),
             ("kafka-python", lambda: _measure(ctx, _naive, naive_limit(ctx))),
         ],
         reps=ctx.reps,
@@ -151,4 +192,15 @@ def run(ctx: Context) -> list[Result]:
     if _own_rates:
         vs_kcat.note = f"{statistics.median(_own_rates):,.0f}/s after start-up"
     vs_naive.met = (vs_naive.ratio() or 0) >= 3
-    return [vs_kcat, kcat, vs_naive, naive]
+    publisher = Result(
+        "2 ingest",
+        f"ghstream publisher alone: the same envelopes encoded beforehand ({label})",
+        "events/s",
+        values["ghstream publisher alone"],
+        peer=kcat,
+        note="what Kafka costs ghstream, without parsing",
+    )
+    if _publisher_rates:
+        rate = statistics.median(_publisher_rates)
+        publisher.note += f"; {rate:,.0f}/s once its input is loaded"
+    return [vs_kcat, kcat, publisher, vs_naive, naive]

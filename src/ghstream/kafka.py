@@ -220,7 +220,7 @@ class EventPublisher:
             request_timeout_ms=request_timeout_ms,
         )
         self._partitions: dict[str, list[int]] = {}
-        self._key_partition: dict[tuple[str, bytes], int] = {}
+        self._key_partition: dict[str, dict[bytes, int]] = {}
         self._sticky: dict[str, int] = {}
         self._open: dict[tuple[str, int], _OpenBatch] = {}
         # Sealed batches wait here, in the order they were sealed, for their
@@ -304,15 +304,18 @@ class EventPublisher:
         """:meth:`publish` for many events, in order: the backfill's loop, kept free of awaits
         except when a full batch must wait for room."""
         topic, limit = self.topic, self.max_message_bytes - _RECORD_OVERHEAD_BYTES
-        encode, key_of, partition_of, open_batches = (
-            wire.encode_event, wire.event_key, self._partition, self._open,
+        encode, key_of, known, open_batches = (
+            wire.encode_event, wire.event_key, self._key_cache(topic), self._open,
         )  # fmt: skip
         for event, raw in events:
             value = encode(event, raw)
             if len(value) > limit:
                 value = self._trim(event, raw, value)
             key = key_of(event)
-            batch = open_batches.get((topic, partition_of(topic, key)))
+            partition = known.get(key) if key is not None else None
+            if partition is None:
+                partition = self._partition(topic, key)
+            batch = open_batches.get((topic, partition))
             if batch is None or not batch.records.append(key, value, None):
                 batch = await self._append(topic, key, value, None)
             batch.events += 1
@@ -410,13 +413,16 @@ class EventPublisher:
         if key is None:
             # No key, no order to keep: fill one partition's batch at a time.
             return self._sticky.setdefault(topic, partitions[0])
-        cached = self._key_partition.get((topic, key))
+        cache = self._key_cache(topic)
+        cached = cache.get(key)
         if cached is None:
-            if len(self._key_partition) > _KEY_CACHE_MAX:
-                self._key_partition.clear()
-            cached = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-            self._key_partition[(topic, key)] = cached
+            if len(cache) > _KEY_CACHE_MAX:
+                cache.clear()
+            cached = cache[key] = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
         return cached
+
+    def _key_cache(self, topic: str) -> dict[bytes, int]:
+        return self._key_partition.setdefault(topic, {})
 
     async def _append(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
