@@ -102,11 +102,20 @@ class FileStats:
 def resolve_sources(specs: Sequence[str]) -> list[Source]:
     """Expand the ``--archive`` strings into files to read, in the order given.
 
-    Raises :class:`ConfigError` for a string that is none of the accepted forms.
+    A file or URL named twice (also through a directory or an hour range) is read
+    once, where it first appears. Raises :class:`ConfigError` for a string that is
+    none of the accepted forms.
     """
     sources: list[Source] = []
+    seen: set[str] = set()
     for spec in specs:
-        sources.extend(_resolve_one(spec.strip()))
+        for source in _resolve_one(spec.strip()):
+            identity = source.url or str(source.path.resolve() if source.path else source.name)
+            if identity in seen:
+                log.warning("%s is named more than once; reading it once", source.name)
+                continue
+            seen.add(identity)
+            sources.append(source)
     return sources
 
 

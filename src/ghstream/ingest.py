@@ -435,9 +435,9 @@ class _Pipeline:
             async with contextlib.aclosing(reader) as batches:
                 async for batch in batches:
                     if isinstance(batch, EncodedBatch):
-                        item.filtered += await self._publish_encoded(batch.records, source.name)
+                        item.filtered += await self._publish_encoded(batch.records, stats)
                     else:
-                        item.filtered += await self._publish(batch.events, source.name)
+                        item.filtered += await self._publish(batch.events, stats)
                     for bad in batch.bad:
                         await self.sink.dead_letter(
                             bad.reason, bad.payload, source=source.name, line=bad.line
@@ -458,7 +458,9 @@ class _Pipeline:
         finally:
             self._close_source(item, stats, time.monotonic() - started)
 
-    async def _publish(self, events: list[tuple[Event, bytes | dict[str, Any]]], name: str) -> int:
+    async def _publish(
+        self, events: list[tuple[Event, bytes | dict[str, Any]]], stats: FileStats
+    ) -> int:
         """Publish a batch's events; returns how many the type filter skipped."""
         types = self.types
         if types is not None:
@@ -466,13 +468,13 @@ class _Pipeline:
             filtered, events = len(events) - len(kept), kept
         else:
             filtered = 0
-        events = self._apply_limit(events)
-        await self.sink.publish_many(events, source=name)
+        events = self._apply_limit(events, stats)
+        await self.sink.publish_many(events, source=stats.source)
         self.queued += len(events)
         return filtered
 
     async def _publish_encoded(
-        self, records: list[tuple[str, bytes | None, bytes]], name: str
+        self, records: list[tuple[str, bytes | None, bytes]], stats: FileStats
     ) -> int:
         """:meth:`_publish` for envelopes a worker process already encoded."""
         types = self.types
@@ -481,15 +483,20 @@ class _Pipeline:
             filtered, records = len(records) - len(kept), kept
         else:
             filtered = 0
-        records = self._apply_limit(records)
-        await self.sink.publish_encoded_many(((k, v) for _, k, v in records), source=name)
+        records = self._apply_limit(records, stats)
+        await self.sink.publish_encoded_many(((k, v) for _, k, v in records), source=stats.source)
         self.queued += len(records)
         return filtered
 
-    def _apply_limit(self, items: list[_T]) -> list[_T]:
+    def _apply_limit(self, items: list[_T], stats: FileStats) -> list[_T]:
         if self.remaining is None:
             return items
         if len(items) >= self.remaining:
+            if len(items) > self.remaining:
+                # Read with the rest of their batch; said, so the counts add up.
+                stats.notes.append(
+                    f"{len(items) - self.remaining} events read past --limit were not published"
+                )
             items = items[: self.remaining]
             self.summary.limit_reached = True
         self.remaining -= len(items)

@@ -56,6 +56,19 @@ def test_types_and_limit() -> None:
     assert "limit reached" in limited.stderr
 
 
+def test_events_read_past_the_limit_are_accounted_for() -> None:
+    args = ("--archive", BAD_LINES, "--dry-run", "--json", "--limit", "1", "--types", "PushEvent")
+    result = invoke(*args)
+    summary = orjson.loads(result.stderr[result.stderr.index("{\n") :])
+    (source,) = summary["sources"]
+    assert source["published"] == 1
+    # Every event read is published, filtered out, or named in a note as past the limit.
+    (note,) = [n for n in source["notes"] if "past --limit" in n]
+    past = int(note.split()[0])
+    assert past > 0
+    assert source["events"] == source["published"] + source["filtered"] + past
+
+
 def test_nothing_published_is_a_failure() -> None:
     result = invoke("--archive", BAD_LINES, "--dry-run", "--types", "NoSuchEvent")
     assert result.exit_code == 1

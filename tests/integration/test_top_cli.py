@@ -92,6 +92,15 @@ def test_no_events_in_range_exits_0_and_says_where_the_data_is(small_dsn: str) -
     assert "newest stored event is from 2026-05-01 11:04 UTC" in message
 
 
+def test_an_unknown_repository_is_explained_once(small_dsn: str) -> None:
+    code, out, err = run("top", "--repos", "--repo", "no/such", *RANGE, "--postgres-dsn", small_dsn)
+
+    assert code == 0
+    text = " ".join((out + err).split())
+    assert "no stored repository matches --repo no/such" in text
+    assert "No events between" not in text
+
+
 def test_table_at_a_fixed_width(small_dsn: str) -> None:
     code, out, _ = run("top", "--contributors", *RANGE, "--postgres-dsn", small_dsn, columns=100)
 
@@ -165,6 +174,7 @@ def test_csv_rows_on_stdout_coverage_on_stderr(small_dsn: str) -> None:
     [
         (["--repos", "--types"], "pick one view"),
         (["--contributors", "--type", "PushEvent"], "--type filters --types and --frequency"),
+        (["--repos", "--per", "hour"], "--per sets the buckets of --frequency only"),
         (["--json", "--csv"], "--json and --csv"),
         (["--since", "last tuesday"], "--since 'last tuesday'"),
         (["--watch", "--json"], "--watch refreshes a table"),

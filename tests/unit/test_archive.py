@@ -325,6 +325,17 @@ def test_resolve_directory_and_files(tmp_path: Path) -> None:
     assert url.url == "https://example.org/f.json.gz"
 
 
+def test_a_source_named_twice_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path, "a.json.gz", b"")
+    write(tmp_path, "b.json", b"")
+    monkeypatch.chdir(tmp_path)
+    specs = ["a.json.gz", str(tmp_path / "a.json.gz"), str(tmp_path), "2015-01-01-5"]
+    sources = resolve_sources([*specs, "2015-01-01-4..2015-01-01-5"])
+    assert [s.name for s in sources] == [
+        "a.json.gz", str(tmp_path / "b.json"), "2015-01-01-5", "2015-01-01-4",
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

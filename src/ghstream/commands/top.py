@@ -109,8 +109,12 @@ async def build_report(conn: Any, options: TopOptions) -> Report[Any]:
 
 
 def empty_range_hint(report: Report[Any]) -> str | None:
-    """What to tell a person when the range holds nothing to show."""
-    if report.rows or report.coverage.events:
+    """What to tell a person when the range holds nothing to show.
+
+    Nothing when the report carries a note: it already says why (an unknown
+    --repo, resolutions not computed yet).
+    """
+    if report.rows or report.coverage.events or report.coverage.notes:
         return None
     coverage = report.coverage
     newest = coverage.newest_event
@@ -381,6 +385,8 @@ def _options(
         raise ConfigError("--type filters --types and --frequency only.")
     if per not in (None, "minute", "hour"):
         raise ConfigError(f"--per is 'minute' or 'hour', not {per!r}.")
+    if per is not None and view != "frequency":
+        raise ConfigError("--per sets the buckets of --frequency only.")
     return TopOptions(
         view=view,
         since=since,
