@@ -22,7 +22,7 @@ import logging
 import re
 import zlib
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,7 +49,10 @@ GHARCHIVE_URL = "https://data.gharchive.org"
 READ_CHUNK_BYTES = 256 << 10
 """Compressed bytes read per step."""
 INFLATE_PIECE_BYTES = 1 << 20
-"""Most decompressed bytes produced per step, so a highly compressed chunk cannot balloon."""
+"""Most decompressed bytes produced per zlib call."""
+UNPACK_STEP_BYTES = 2 << 20
+"""Decompressed bytes the unpack thread hands over at once (plus at most one piece), so a
+highly compressed chunk cannot balloon: a typical 256 KiB chunk of GH Archive is one step."""
 MAX_LINE_BYTES = 64 << 20
 """A line longer than this is not an event; it is dead-lettered in part and skipped."""
 DOCUMENT_MAX_BYTES = 256 << 20
@@ -442,20 +445,31 @@ class _PoolParser:
 
 
 class _Unpacker:
-    """Gunzip (when the stream is gzip) and split a stream into lines, one chunk per call.
+    """Gunzip (when the stream is gzip) and split a stream into lines, a bounded step per call.
 
     Calls come one at a time, in order, from a worker thread: zlib releases the
-    GIL, so the next chunk inflates while the event loop parses this one.
+    GIL, so the next step inflates while the event loop parses this one. A step
+    yields at most about :data:`UNPACK_STEP_BYTES`, however well a chunk compresses.
     """
 
     def __init__(self, gzip: bool) -> None:
         self.inflater = Inflater() if gzip else None
         self.splitter = LineSplitter()
+        self._pieces: Iterator[bytes] = iter(())
 
-    def feed(self, chunk: bytes) -> list[tuple[list[bytes], list[bytes]]]:
-        """``(lines, prefixes of overlong lines)`` for each inflated piece of ``chunk``."""
-        pieces: Iterable[bytes] = self.inflater.feed(chunk) if self.inflater else (chunk,)
-        return [self._split(piece) for piece in pieces]
+    def feed(self, chunk: bytes | None) -> tuple[list[tuple[list[bytes], list[bytes]]], bool]:
+        """``(lines, prefixes of overlong lines)`` per piece of ``chunk`` (``None``: of the
+        chunk in hand), and whether the chunk holds more to unpack."""
+        if chunk is not None:
+            self._pieces = iter(self.inflater.feed(chunk) if self.inflater else (chunk,))
+        done: list[tuple[list[bytes], list[bytes]]] = []
+        size = 0
+        for piece in self._pieces:
+            done.append(self._split(piece))
+            size += len(piece)
+            if size >= UNPACK_STEP_BYTES:
+                return done, True
+        return done, False
 
     def finish(self) -> tuple[list[bytes], list[bytes]]:
         """The last lines: a cut gzip member's bytes, a final line without a newline."""
@@ -475,35 +489,32 @@ async def _parse_stream(
     chunks: AsyncIterator[bytes], stats: FileStats, parser: _Parser
 ) -> AsyncIterator[ParsedBatch | EncodedBatch]:
     loop = asyncio.get_running_loop()
-    unpacker: _Unpacker | None = None
-    ahead: asyncio.Future[list[tuple[list[bytes], list[bytes]]]] | None = None
+    # Decide gzip or not on the first two bytes, however the stream is chunked.
     head = b""
-    async for chunk in chunks:
-        if unpacker is None:
-            # Decide gzip or not on the first two bytes, however the stream is chunked.
-            head += chunk
-            if len(head) < len(_GZIP_MAGIC):
-                continue
-            chunk, head = head, b""
-            unpacker = _Unpacker(gzip=chunk.startswith(_GZIP_MAGIC))
-        # Unpack this chunk in a thread while the lines of the previous one are parsed.
-        done = await ahead if ahead is not None else []
-        ahead = loop.run_in_executor(None, unpacker.feed, chunk)
+    while len(head) < len(_GZIP_MAGIC):
+        chunk = await anext(chunks, None)
+        if chunk is None:
+            break
+        head += chunk
+    unpacker = _Unpacker(gzip=head.startswith(_GZIP_MAGIC))
+
+    # Unpack in a thread, one step ahead: the next step inflates while this one is parsed.
+    job = loop.run_in_executor(None, unpacker.feed, head) if head else None
+    while job is not None:
+        done, more = await job
+        if more:
+            job = loop.run_in_executor(None, unpacker.feed, None)
+        else:
+            following = await anext(chunks, None)
+            job = loop.run_in_executor(None, unpacker.feed, following) if following else None
         for lines, overlong in done:
             for batch in await _parse_lines(parser, lines, overlong, stats):
                 yield batch
 
-    done = await ahead if ahead is not None else []
-    if unpacker is None:
-        unpacker = _Unpacker(gzip=False)  # empty, or a file of a single byte
-        done = unpacker.feed(head)
-    done.append(unpacker.finish())
+    lines, overlong = unpacker.finish()
     if unpacker.inflater is not None:
         _record_gzip(unpacker.inflater, stats)
-    for lines, overlong in done:
-        for batch in await _parse_lines(parser, lines, overlong, stats):
-            yield batch
-    for batch in await parser.finish():
+    for batch in [*await _parse_lines(parser, lines, overlong, stats), *await parser.finish()]:
         yield batch
 
 

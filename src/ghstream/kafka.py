@@ -255,8 +255,15 @@ class EventPublisher:
             if exc_type is None:
                 await self.flush()
             else:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(self.flush()), timeout=30)
+                flushing = asyncio.ensure_future(self.flush())
+                try:
+                    await asyncio.wait_for(asyncio.shield(flushing), timeout=30)
+                except BaseException as error:  # a timeout or failure, or being cancelled
+                    flushing.cancel()
+                    with contextlib.suppress(BaseException):
+                        await flushing
+                    if not isinstance(error, Exception):
+                        raise
         finally:
             await self.stop()
 
@@ -280,13 +287,25 @@ class EventPublisher:
         ]
 
     async def stop(self) -> None:
-        """Stop the producer; call :meth:`flush` first to know every delivery's outcome."""
+        """Stop the producer; call :meth:`flush` first to know every delivery's outcome.
+
+        Batches not handed to aiokafka by then count as :attr:`failed`.
+        """
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        unsent = list(self._open.values())
+        self._open.clear()
+        while not self._outbox.empty():
+            _, batch, compressing = self._outbox.get_nowait()
+            compressing.cancel()
+            unsent.append(batch)
+            self._outbox.task_done()
+        for batch in unsent:
+            self._record_failure(batch, DeliveryError("the publisher stopped before sending it"))
         await self._producer.stop()
         if self._compressor is not None:
             self._compressor.shutdown(wait=True, cancel_futures=True)
@@ -382,8 +401,9 @@ class EventPublisher:
 
     async def flush(self) -> None:
         """Send every open batch and wait for all deliveries; raise if any failed."""
-        for topic_partition in list(self._open):
-            await self._seal(topic_partition)
+        while self._open:
+            for topic_partition in list(self._open):
+                await self._seal(topic_partition)
         await self._outbox.join()
         while self._pending:
             await asyncio.wait(set(self._pending))
@@ -427,18 +447,24 @@ class EventPublisher:
     async def _append(
         self, topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None
     ) -> _OpenBatch:
-        topic_partition = (topic, self._partition(topic, key))
-        batch = self._open.get(topic_partition)
-        if batch is not None:
+        while True:
+            topic_partition = (topic, self._partition(topic, key))
+            batch = self._open.get(topic_partition)
+            if batch is None:
+                batch = _OpenBatch(
+                    RecordBatch(self._max_batch_bytes, self._compression), time.monotonic()
+                )
+                self._open[topic_partition] = batch
+                batch.records.append(key, value, headers)  # a batch always takes its first record
+                return batch
             if batch.records.append(key, value, headers):
                 return batch
-            await self._seal(topic_partition)
+            # Full: send it, then look again, as another task may have opened a batch
+            # there while this one waited for room. Unkeyed records move on to the next
+            # partition, whose open batch (keyed records too) they then share.
+            await self._seal(topic_partition, batch)
             if key is None:
-                topic_partition = (topic, self._next_sticky(topic))
-        batch = _OpenBatch(RecordBatch(self._max_batch_bytes, self._compression), time.monotonic())
-        self._open[topic_partition] = batch
-        batch.records.append(key, value, headers)  # a batch always takes its first record
-        return batch
+                self._next_sticky(topic)
 
     def _next_sticky(self, topic: str) -> int:
         partitions = self._partitions[topic]
@@ -446,17 +472,25 @@ class EventPublisher:
         self._sticky[topic] = partitions[(partitions.index(current) + 1) % len(partitions)]
         return self._sticky[topic]
 
-    async def _seal(self, topic_partition: tuple[str, int]) -> None:
-        """Close a partition's open batch and start compressing it; waits while too many are out."""
-        batch = self._open.pop(topic_partition, None)
-        if batch is None:
-            return
+    async def _seal(
+        self, topic_partition: tuple[str, int], batch: _OpenBatch | None = None
+    ) -> None:
+        """Close a partition's open batch (``batch``, if given) and start compressing it.
+
+        Waits while too many batches are out, with the batch still open: a batch is
+        always in ``_open``, the outbox or ``_pending``, so :meth:`flush` sees it.
+        """
         await self._slots.acquire()
+        current = self._open.get(topic_partition)
+        if current is None or (batch is not None and current is not batch):
+            self._slots.release()  # sealed by another task meanwhile
+            return
+        del self._open[topic_partition]
         assert self._compressor is not None, "start() the publisher first"
         compressing = asyncio.get_running_loop().run_in_executor(
-            self._compressor, batch.records.seal
+            self._compressor, current.records.seal
         )
-        self._outbox.put_nowait((topic_partition, batch, compressing))
+        self._outbox.put_nowait((topic_partition, current, compressing))
 
     async def _send_loop(self) -> None:
         """Hand sealed batches to aiokafka, each once its compression is done, in seal order."""

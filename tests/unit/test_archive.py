@@ -430,3 +430,26 @@ def test_lines_module_documents_its_replacements() -> None:
 
 def test_hour_names_match_gharchive() -> None:
     assert archive._hour_source(datetime(2015, 1, 1, 0)).name == "2015-01-01-0"
+
+
+def test_a_highly_compressed_chunk_is_unpacked_in_bounded_steps() -> None:
+    from ghstream.archive import INFLATE_PIECE_BYTES, UNPACK_STEP_BYTES, _Unpacker
+
+    line = b'{"id":"1","type":"WatchEvent"}\n'
+    count = (40 << 20) // len(line)  # 40 MiB of lines in a chunk of a few hundred KiB
+    chunk = gzip.compress(line * count)
+    assert len(chunk) < 1 << 20
+    unpacker = _Unpacker(gzip=True)
+    done, more = unpacker.feed(chunk)
+    steps, lines = 1, 0
+    while True:
+        step_bytes = sum(len(item) + 1 for lines_, _ in done for item in lines_)
+        assert step_bytes <= UNPACK_STEP_BYTES + INFLATE_PIECE_BYTES
+        lines += sum(len(lines_) for lines_, _ in done)
+        if not more:
+            break
+        done, more = unpacker.feed(None)
+        steps += 1
+    lines += len(unpacker.finish()[0])
+    assert lines == count
+    assert steps >= (40 << 20) // (UNPACK_STEP_BYTES + INFLATE_PIECE_BYTES)
