@@ -135,17 +135,10 @@ class RecordBatch:
                 return
         self._payload = records
 
-    @property
-    def sealed(self) -> bool:
-        return self._payload is not None
-
     # -- what aiokafka's producer calls --------------------------------------------------------
 
     def record_count(self) -> int:
         return self._count
-
-    def size(self) -> int:
-        return self._size if self._payload is None else HEADER_BYTES + len(self._payload)
 
     def closed(self) -> bool:
         return self._closed

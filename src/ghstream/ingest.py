@@ -46,6 +46,7 @@ _T = TypeVar("_T")
 HTTP_TIMEOUT_S = 60.0
 MAX_PARSE_WORKERS = 3
 POOL_MIN_BYTES = 4 << 20
+"""Smaller local files are parsed in-process: starting workers would cost more."""
 GIL_SWITCH_INTERVAL_S = 0.001
 """How soon the parsing thread hands the GIL to a waiting one during a backfill.
 
@@ -53,7 +54,6 @@ The event loop holds the GIL while it parses; the threads that inflate and
 compress release it for zlib and zstd and need it back after each block. At
 Python's default 5 ms they waited ~1 s per modern-size hour (bench/RESULTS.md).
 """
-"""Smaller local files are parsed in-process: starting workers would cost more."""
 _DRY_RUN_DEAD_LETTER_LOGS = 20
 
 

@@ -320,26 +320,10 @@ class EventPublisher:
     async def publish_many(
         self, events: Iterable[tuple[Event, bytes | dict[str, Any]]], *, source: str | None = None
     ) -> None:
-        """:meth:`publish` for many events, in order: the backfill's loop, kept free of awaits
-        except when a full batch must wait for room."""
-        topic, limit = self.topic, self.max_message_bytes - _RECORD_OVERHEAD_BYTES
-        encode, key_of, known, open_batches = (
-            wire.encode_event, wire.event_key, self._key_cache(topic), self._open,
-        )  # fmt: skip
-        for event, raw in events:
-            value = encode(event, raw)
-            if len(value) > limit:
-                value = self._trim(event, raw, value)
-            key = key_of(event)
-            partition = known.get(key) if key is not None else None
-            if partition is None:
-                partition = self._partition(topic, key)
-            batch = open_batches.get((topic, partition))
-            if batch is None or not batch.records.append(key, value, None):
-                batch = await self._append(topic, key, value, None)
-            batch.events += 1
-            if source is not None:
-                batch.sources[source] += 1
+        """:meth:`publish` for many events, in order: the backfill's loop."""
+        encode, key_of = wire.encode_event, wire.event_key
+        records = ((key_of(event), encode(event, raw)) for event, raw in events)
+        await self.publish_encoded_many(records, source=source)
 
     async def publish_encoded(
         self, key: bytes | None, value: bytes, *, source: str | None = None
@@ -350,14 +334,21 @@ class EventPublisher:
     async def publish_encoded_many(
         self, records: Iterable[tuple[bytes | None, bytes]], *, source: str | None = None
     ) -> None:
-        """:meth:`publish_many` for envelopes already encoded, as ``(key, value)`` pairs."""
+        """:meth:`publish_many` for envelopes already encoded, as ``(key, value)`` pairs.
+
+        Free of awaits except when a full batch must wait for room.
+        """
         topic, limit = self.topic, self.max_message_bytes - _RECORD_OVERHEAD_BYTES
+        known, open_batches = self._key_cache(topic), self._open
         for key, value in records:
             if len(value) > limit:
                 envelope = wire.decode(value)
                 assert envelope.event is not None and envelope.raw is not None
                 value = self._trim(envelope.event, envelope.raw, value)
-            batch = self._open.get((topic, self._partition(topic, key)))
+            partition = known.get(key) if key is not None else None
+            if partition is None:
+                partition = self._partition(topic, key)
+            batch = open_batches.get((topic, partition))
             if batch is None or not batch.records.append(key, value, None):
                 batch = await self._append(topic, key, value, None)
             batch.events += 1
@@ -415,8 +406,7 @@ class EventPublisher:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _trim(self, event: Event, raw: bytes | dict[str, Any], value: bytes) -> bytes:
-        raw_obj = orjson.loads(raw) if isinstance(raw, bytes) else raw
+    def _trim(self, event: Event, raw_obj: dict[str, Any], value: bytes) -> bytes:
         event_bytes = len(orjson.dumps(event))
         budget = self.max_message_bytes - _RECORD_OVERHEAD_BYTES - event_bytes - 128
         trimmed = wire.encode_event(event, wire.trim_raw(raw_obj, budget), raw_trimmed=True)
@@ -539,8 +529,5 @@ class EventPublisher:
             await asyncio.sleep(self._linger_s)
             now = time.monotonic()
             for topic_partition, batch in list(self._open.items()):
-                if (
-                    now - batch.opened_s >= self._linger_s
-                    and self._open.get(topic_partition) is batch
-                ):
-                    await self._seal(topic_partition)
+                if now - batch.opened_s >= self._linger_s:
+                    await self._seal(topic_partition, batch)
