@@ -17,7 +17,7 @@ from rich.text import Text
 from ghstream.commands._common import Command, report_error, run_async, stderr
 from ghstream.config import DEFAULT_POSTGRES_DSN, PostgresOpt
 from ghstream.errors import EXIT_INTERRUPTED, ConfigError, GhstreamError
-from ghstream.timewindow import DEFAULT_SPAN, Granularity, resolve_window
+from ghstream.timewindow import DEFAULT_SPAN, Granularity, parse_instant, resolve_window
 
 if TYPE_CHECKING:
     from ghstream.queries import Report
@@ -387,6 +387,12 @@ def _options(
         raise ConfigError(f"--per is 'minute' or 'hour', not {per!r}.")
     if per is not None and view != "frequency":
         raise ConfigError("--per sets the buckets of --frequency only.")
+    # Checked now, so a malformed time is a usage error without a database to ask;
+    # the window itself is resolved later, against the newest stored event.
+    now = datetime.now(UTC)
+    for flag, text in (("--since", since), ("--until", until)):
+        if text is not None:
+            parse_instant(text, now=now, flag=flag)
     return TopOptions(
         view=view,
         since=since,
