@@ -20,7 +20,13 @@ async def describe_partitions(bootstrap: str, topic: str) -> list[dict[str, Any]
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        (described,) = await admin.describe_topics([topic])
+        # This client may ask a broker that has not yet learned of a topic just created.
+        async with asyncio.timeout(30):
+            while True:
+                (described,) = await admin.describe_topics([topic])
+                if described["error_code"] == 0 and described["partitions"]:
+                    break
+                await asyncio.sleep(0.1)
     finally:
         await admin.close()
     partitions: list[dict[str, Any]] = described["partitions"]
